@@ -1,0 +1,47 @@
+/* Run-time SIMD detection. LORA_NATIVE_SIMD=scalar|sse4.1|avx2|avx512 caps the level
+ * (tests use it to hold vector paths against the scalar reference). */
+#include "ln_common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static ln_simd_level level_from_name(const char *s, ln_simd_level fallback)
+{
+    if (!s || !*s)
+        return fallback;
+    if (!strcmp(s, "scalar"))
+        return LN_SIMD_SCALAR;
+    if (!strcmp(s, "sse4.1") || !strcmp(s, "sse41"))
+        return LN_SIMD_SSE41;
+    if (!strcmp(s, "avx2"))
+        return LN_SIMD_AVX2;
+    if (!strcmp(s, "avx512"))
+        return LN_SIMD_AVX512;
+    return fallback;
+}
+
+ln_simd_level ln_simd_detect(void)
+{
+    ln_simd_level hw = LN_SIMD_SCALAR;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.1"))
+        hw = LN_SIMD_SSE41;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        hw = LN_SIMD_AVX2;
+    if (hw == LN_SIMD_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        hw = LN_SIMD_AVX512;
+#endif
+    ln_simd_level cap = level_from_name(getenv("LORA_NATIVE_SIMD"), hw);
+    return cap < hw ? cap : hw;
+}
+
+const char *ln_simd_name(ln_simd_level level)
+{
+    switch (level) {
+    case LN_SIMD_SSE41: return "sse4.1";
+    case LN_SIMD_AVX2: return "avx2";
+    case LN_SIMD_AVX512: return "avx512";
+    default: return "scalar";
+    }
+}

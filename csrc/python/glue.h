@@ -1,0 +1,34 @@
+/* Shared helpers of the CPython/NumPy glue. Only csrc/python/ includes Python.h. */
+#ifndef LN_GLUE_H
+#define LN_GLUE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#ifndef LN_NO_IMPORT_ARRAY
+#define NO_IMPORT_ARRAY
+#endif
+#define PY_ARRAY_UNIQUE_SYMBOL ln_numpy_api
+#include <numpy/arrayobject.h>
+
+#include "ln_common.h"
+
+/* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
+ * `module` is the _native module (the `self` of every module function). */
+PyObject *ln_py_raise(PyObject *module, const ln_error *err);
+/* lora_native.errors.NativeError, held in the module state. */
+PyObject *ln_py_native_error(PyObject *module);
+
+/* threads= argument: None or int >= 0 (0 = all cores). */
+int ln_py_threads_arg(PyObject *obj, int *out);
+
+/* Per-area registration: each glue file adds its functions to the module. */
+int ln_py_register_info(PyObject *m);
+int ln_py_register_decode(PyObject *m);
+int ln_py_register_resample(PyObject *m);
+int ln_py_register_encode(PyObject *m);
+int ln_py_register_hash(PyObject *m);
+int ln_py_register_group(PyObject *m);
+int ln_py_register_pipeline(PyObject *m);
+
+#endif
