@@ -174,6 +174,7 @@ def make_extension():
     return Extension(
         "lora_native._native",
         sources=c_sources(),
+        depends=sorted(str(p.relative_to(ROOT)) for p in (CSRC / "include").glob("*.h")) + ["csrc/python/glue.h"],
         include_dirs=["csrc/include", numpy_include()] + include_dirs,
         libraries=libraries,
         library_dirs=library_dirs,

@@ -12,6 +12,7 @@
 #include <numpy/arrayobject.h>
 
 #include "ln_common.h"
+#include "ln_image.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
  * `module` is the _native module (the `self` of every module function). */
@@ -21,6 +22,15 @@ PyObject *ln_py_native_error(PyObject *module);
 
 /* threads= argument: None or int >= 0 (0 = all cores). */
 int ln_py_threads_arg(PyObject *obj, int *out);
+
+/* A uint8 image view over a NumPy array (HxW or HxWxC, C = 1, 3 or 4; rows may be strided
+ * but pixels must be packed). *keep receives a reference that holds the memory; release it
+ * with Py_XDECREF after the view is no longer used. Returns -1 with an exception set. */
+int ln_py_image_view(PyObject *obj, PyArrayObject **keep, ln_image *view);
+/* A new HxWxC (HxW when C == 1) uint8 array holding a copy of img. */
+PyObject *ln_py_array_from_image(const ln_image *img);
+/* Path argument (str, bytes, os.PathLike) -> new bytes object (os.fsencode). */
+PyObject *ln_py_fspath_bytes(PyObject *obj);
 
 /* Per-area registration: each glue file adds its functions to the module. */
 int ln_py_register_info(PyObject *m);

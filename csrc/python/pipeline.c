@@ -1,7 +1,477 @@
-/* Glue for the batch pipeline: analyze and export many files on a thread pool. */
+/* Glue for the batch pipeline (csrc/dataset) and the geometry it uses (csrc/image/geometry.c). */
 #include "glue.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+#include "ln_dataset.h"
+
+/* ---- decode options shared by analyze and export ---- */
+
+static int parse_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int apply_orientation,
+                             ln_decode_opts *opts)
+{
+    ln_decode_opts_init(opts);
+    if (max_pixels && max_pixels != Py_None) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(max_pixels);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        if (v == 0) {
+            PyErr_SetString(PyExc_ValueError, "max_pixels must be positive");
+            return -1;
+        }
+        opts->max_pixels = v;
+    }
+    if (jpeg_decoder && strcmp(jpeg_decoder, "libjpeg") == 0) {
+        opts->jpeg_decoder = LN_JPEG_LIBJPEG;
+    } else if (jpeg_decoder && strcmp(jpeg_decoder, "stb") == 0) {
+        opts->jpeg_decoder = LN_JPEG_STB;
+    } else if (jpeg_decoder) {
+        PyErr_Format(PyExc_ValueError, "jpeg_decoder must be 'libjpeg' or 'stb', got '%s'", jpeg_decoder);
+        return -1;
+    }
+    opts->apply_orientation = apply_orientation;
+    return 0;
+}
+
+/* A list of bytes paths kept alive for the duration of a batch, plus the C pointers. */
+typedef struct {
+    PyObject *list;
+    const char **ptrs;
+    Py_ssize_t n;
+} path_list;
+
+static void path_list_free(path_list *pl)
+{
+    Py_XDECREF(pl->list);
+    free(pl->ptrs);
+    memset(pl, 0, sizeof *pl);
+}
+
+static int path_list_add(path_list *pl, Py_ssize_t i, PyObject *obj)
+{
+    PyObject *b = ln_py_fspath_bytes(obj);
+    if (!b)
+        return -1;
+    if (memchr(PyBytes_AS_STRING(b), 0, (size_t)PyBytes_GET_SIZE(b))) {
+        Py_DECREF(b);
+        PyErr_SetString(PyExc_ValueError, "path contains a NUL byte");
+        return -1;
+    }
+    PyList_SET_ITEM(pl->list, i, b);
+    pl->ptrs[i] = PyBytes_AS_STRING(b);
+    return 0;
+}
+
+static PyObject *note_list(uint32_t notes)
+{
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    for (int bit = 0; bit < LN_NOTE_COUNT_BITS; bit++) {
+        if (!(notes & (1u << bit)))
+            continue;
+        PyObject *s = PyUnicode_FromString(ln_note_name(1u << bit));
+        if (!s || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    return list;
+}
+
+static PyObject *analysis_dict(const ln_analysis *a)
+{
+    const ln_decode_info *in = &a->info;
+    PyObject *notes = note_list(in->notes);
+    if (!notes)
+        return NULL;
+    PyObject *thumb = a->thumb.len ? PyBytes_FromStringAndSize((const char *)a->thumb.data, (Py_ssize_t)a->thumb.len)
+                                   : (Py_INCREF(Py_None), Py_None);
+    if (!thumb) {
+        Py_DECREF(notes);
+        return NULL;
+    }
+    PyObject *error = a->status != LN_OK ? PyUnicode_DecodeUTF8(a->error.msg, (Py_ssize_t)strlen(a->error.msg), "replace")
+                                         : (Py_INCREF(Py_None), Py_None);
+    PyObject *message = PyUnicode_DecodeUTF8(in->message, (Py_ssize_t)strlen(in->message), "replace");
+    if (!error || !message) {
+        Py_DECREF(notes);
+        Py_DECREF(thumb);
+        Py_XDECREF(error);
+        Py_XDECREF(message);
+        return NULL;
+    }
+    return Py_BuildValue(
+        "{s:s,s:N,s:s,s:N,s:i,s:i,s:i,s:i,s:i,s:i,s:K,s:K,s:O,s:i,s:i,s:d,s:d,s:i,s:i,s:d,s:d,s:K,s:K,s:K,s:K,s:N,"
+        "s:N}",
+        "reason", ln_reason_name(in->reason), "message", message, "format", ln_format_name(in->format), "notes",
+        notes, "stored_width", in->width, "stored_height", in->height, "channels", in->channels, "bit_depth",
+        in->bit_depth, "frames", in->frames, "orientation", in->orientation, "file_size",
+        (unsigned long long)a->file_size, "file_hash", (unsigned long long)a->file_hash, "decoded",
+        a->decoded ? Py_True : Py_False, "width", a->width, "height", a->height, "blur", a->quality.blur,
+        "mean_luma", a->quality.mean_luma, "p1_luma", a->quality.p1_luma, "p99_luma", a->quality.p99_luma,
+        "entropy", a->quality.entropy, "color_fraction", a->quality.color_fraction, "ahash",
+        (unsigned long long)a->hashes.ahash, "dhash", (unsigned long long)a->hashes.dhash, "phash",
+        (unsigned long long)a->hashes.phash, "pixel_hash", (unsigned long long)a->pixel_hash, "thumb", thumb,
+        "error", error);
+}
+
+static PyObject *py_analyze_files(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"paths", "threads", "max_pixels", "jpeg_decoder", "apply_orientation", "thumb_size",
+                             NULL};
+    PyObject *paths_obj, *threads_obj = Py_None, *max_pixels = Py_None;
+    const char *jpeg_decoder = "libjpeg";
+    int apply_orientation = 1, thumb_size = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOspi:analyze_files", kwlist, &paths_obj, &threads_obj,
+                                     &max_pixels, &jpeg_decoder, &apply_orientation, &thumb_size))
+        return NULL;
+    int threads;
+    if (ln_py_threads_arg(threads_obj, &threads) < 0)
+        return NULL;
+    ln_analyze_opts opts;
+    ln_analyze_opts_init(&opts);
+    if (parse_decode_opts(max_pixels, jpeg_decoder, apply_orientation, &opts.decode) < 0)
+        return NULL;
+    if (thumb_size < 0 || thumb_size > 1024) {
+        PyErr_SetString(PyExc_ValueError, "thumb_size must be between 0 and 1024");
+        return NULL;
+    }
+    opts.thumb_size = thumb_size;
+
+    PyObject *seq = PySequence_Fast(paths_obj, "paths must be a sequence of paths");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    path_list pl = {PyList_New(n), calloc((size_t)n + 1, sizeof(char *)), n};
+    ln_analysis *results = calloc((size_t)n + 1, sizeof(ln_analysis));
+    PyObject *out = NULL;
+    if (!pl.list || !pl.ptrs || !results) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (path_list_add(&pl, i, PySequence_Fast_GET_ITEM(seq, i)) < 0)
+            goto done;
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_analyze_files(pl.ptrs, (size_t)n, &opts, threads, results, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != LN_OK) {
+        ln_py_raise(self, &err);
+        goto done;
+    }
+    out = PyList_New(n);
+    if (!out)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (results[i].status == LN_ERR_NOMEM) {
+            Py_CLEAR(out);
+            PyErr_NoMemory();
+            goto done;
+        }
+        PyObject *d = analysis_dict(&results[i]);
+        if (!d) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, d);
+    }
+done:
+    if (results)
+        for (Py_ssize_t i = 0; i < n; i++)
+            ln_analysis_free(&results[i]);
+    free(results);
+    path_list_free(&pl);
+    Py_DECREF(seq);
+    return out;
+}
+
+/* ---- plans: {"out_size": (w, h), "box": (x0, y0, x1, y1), "inner_size": (w, h), "offset": (x, y)} ---- */
+
+static PyObject *plan_dict(const ln_plan *p)
+{
+    return Py_BuildValue("{s:(ii),s:(dddd),s:(ii),s:(ii)}", "out_size", p->out_width, p->out_height, "box",
+                         (double)p->box[0], (double)p->box[1], (double)p->box[2], (double)p->box[3], "inner_size",
+                         p->inner_width, p->inner_height, "offset", p->offset_x, p->offset_y);
+}
+
+static int plan_from_dict(PyObject *d, ln_plan *p)
+{
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "a plan must be a dict as returned by plan_crop/plan_bucket/plan_pad");
+        return -1;
+    }
+    PyObject *out_size = PyDict_GetItemString(d, "out_size"), *box = PyDict_GetItemString(d, "box");
+    PyObject *inner = PyDict_GetItemString(d, "inner_size"), *offset = PyDict_GetItemString(d, "offset");
+    if (!out_size || !box) {
+        PyErr_SetString(PyExc_KeyError, "a plan needs 'out_size' and 'box'");
+        return -1;
+    }
+    double b[4];
+    if (!PyArg_ParseTuple(out_size, "ii", &p->out_width, &p->out_height) ||
+        !PyArg_ParseTuple(box, "dddd", &b[0], &b[1], &b[2], &b[3]))
+        return -1;
+    for (int i = 0; i < 4; i++)
+        p->box[i] = (float)b[i];
+    p->inner_width = p->out_width;
+    p->inner_height = p->out_height;
+    p->offset_x = p->offset_y = 0;
+    if (inner && !PyArg_ParseTuple(inner, "ii", &p->inner_width, &p->inner_height))
+        return -1;
+    if (offset && !PyArg_ParseTuple(offset, "ii", &p->offset_x, &p->offset_y))
+        return -1;
+    return 0;
+}
+
+static PyObject *py_plan_crop(PyObject *self, PyObject *args)
+{
+    int w, h, ow, oh;
+    if (!PyArg_ParseTuple(args, "(ii)(ii):plan_crop", &w, &h, &ow, &oh))
+        return NULL;
+    ln_plan p;
+    ln_error err;
+    if (ln_plan_crop(w, h, ow, oh, &p, &err) != LN_OK)
+        return ln_py_raise(self, &err);
+    return plan_dict(&p);
+}
+
+static PyObject *py_plan_pad(PyObject *self, PyObject *args)
+{
+    int w, h, ow, oh;
+    if (!PyArg_ParseTuple(args, "(ii)(ii):plan_pad", &w, &h, &ow, &oh))
+        return NULL;
+    ln_plan p;
+    ln_error err;
+    if (ln_plan_pad(w, h, ow, oh, &p, &err) != LN_OK)
+        return ln_py_raise(self, &err);
+    return plan_dict(&p);
+}
+
+static PyObject *py_plan_bucket(PyObject *self, PyObject *args)
+{
+    int w, h;
+    ln_size bucket, resized;
+    if (!PyArg_ParseTuple(args, "(ii)(ii)(ii):plan_bucket", &w, &h, &bucket.width, &bucket.height, &resized.width,
+                          &resized.height))
+        return NULL;
+    ln_plan p;
+    ln_error err;
+    if (ln_plan_bucket(w, h, bucket, resized, &p, &err) != LN_OK)
+        return ln_py_raise(self, &err);
+    return plan_dict(&p);
+}
+
+static PyObject *py_bucket_resolutions(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"resolution", "min_size", "max_size", "step", NULL};
+    int mw, mh, min_size = 256, max_size = 1024, step = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "(ii)|iii:bucket_resolutions", kwlist, &mw, &mh, &min_size,
+                                     &max_size, &step))
+        return NULL;
+    ln_error err;
+    int count = 0;
+    if (ln_bucket_resolutions(mw, mh, min_size, max_size, step, NULL, 0, &count, &err) != LN_OK)
+        return ln_py_raise(self, &err);
+    ln_size *resos = malloc(sizeof(ln_size) * (size_t)(count ? count : 1));
+    if (!resos)
+        return PyErr_NoMemory();
+    if (ln_bucket_resolutions(mw, mh, min_size, max_size, step, resos, count, &count, &err) != LN_OK) {
+        free(resos);
+        return ln_py_raise(self, &err);
+    }
+    PyObject *list = PyList_New(count);
+    for (int i = 0; list && i < count; i++) {
+        PyObject *t = Py_BuildValue("(ii)", resos[i].width, resos[i].height);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    free(resos);
+    return list;
+}
+
+static PyObject *py_bucket_select(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"size", "resolutions", "no_upscale", "max_area", "step", NULL};
+    int w, h, no_upscale = 0, step = 64;
+    long long max_area = 0;
+    PyObject *resos_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "(ii)O|pLi:bucket_select", kwlist, &w, &h, &resos_obj,
+                                     &no_upscale, &max_area, &step))
+        return NULL;
+    PyObject *seq = PySequence_Fast(resos_obj, "resolutions must be a sequence of (width, height)");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    ln_size *resos = malloc(sizeof(ln_size) * (size_t)(n ? n : 1));
+    if (!resos) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "ii", &resos[i].width, &resos[i].height)) {
+            free(resos);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    ln_size bucket, resized;
+    ln_error err;
+    int rc = ln_bucket_select(w, h, resos, (int)n, no_upscale, (int64_t)max_area, step, &bucket, &resized, &err);
+    free(resos);
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    return Py_BuildValue("((ii)(ii))", bucket.width, bucket.height, resized.width, resized.height);
+}
+
+static PyObject *py_apply_plan(PyObject *self, PyObject *args)
+{
+    PyObject *array, *plan_obj;
+    if (!PyArg_ParseTuple(args, "OO:apply_plan", &array, &plan_obj))
+        return NULL;
+    ln_plan plan;
+    if (plan_from_dict(plan_obj, &plan) < 0)
+        return NULL;
+    PyArrayObject *keep;
+    ln_image view, out;
+    if (ln_py_image_view(array, &keep, &view) < 0)
+        return NULL;
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_apply_plan(&view, &plan, &out, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(keep);
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    PyObject *result = ln_py_array_from_image(&out);
+    ln_image_free(&out);
+    return result;
+}
+
+static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"jobs", "threads", "format", "quality", "max_pixels", "jpeg_decoder",
+                             "apply_orientation", NULL};
+    PyObject *jobs_obj, *threads_obj = Py_None, *max_pixels = Py_None;
+    const char *format = "png", *jpeg_decoder = "libjpeg";
+    int quality = 95, apply_orientation = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OsiOsp:export_files", kwlist, &jobs_obj, &threads_obj, &format,
+                                     &quality, &max_pixels, &jpeg_decoder, &apply_orientation))
+        return NULL;
+    int threads;
+    if (ln_py_threads_arg(threads_obj, &threads) < 0)
+        return NULL;
+    ln_export_opts opts;
+    ln_export_opts_init(&opts);
+    if (parse_decode_opts(max_pixels, jpeg_decoder, apply_orientation, &opts.decode) < 0)
+        return NULL;
+    if (strcmp(format, "png") == 0) {
+        opts.format = LN_OUTPUT_PNG;
+    } else if (strcmp(format, "jpg") == 0 || strcmp(format, "jpeg") == 0) {
+        opts.format = LN_OUTPUT_JPEG;
+    } else {
+        PyErr_Format(PyExc_ValueError, "format must be 'png' or 'jpg', got '%s'", format);
+        return NULL;
+    }
+    if (quality < 1 || quality > 100) {
+        PyErr_SetString(PyExc_ValueError, "quality must be between 1 and 100");
+        return NULL;
+    }
+    opts.quality = quality;
+
+    PyObject *seq = PySequence_Fast(jobs_obj, "jobs must be a sequence of (src, dst, (width, height), plan)");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    /* Two path lists: sources at [0, n), destinations at [n, 2n). */
+    path_list pl = {PyList_New(2 * n), calloc(2 * (size_t)n + 1, sizeof(char *)), 2 * n};
+    ln_export_job *jobs = calloc((size_t)n + 1, sizeof(ln_export_job));
+    int *status = calloc((size_t)n + 1, sizeof(int));
+    ln_error *errors = calloc((size_t)n + 1, sizeof(ln_error));
+    PyObject *out = NULL;
+    if (!pl.list || !pl.ptrs || !jobs || !status || !errors) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *src, *dst, *plan_obj;
+        int ew, eh;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OO(ii)O", &src, &dst, &ew, &eh, &plan_obj))
+            goto done;
+        if (path_list_add(&pl, i, src) < 0 || path_list_add(&pl, n + i, dst) < 0 ||
+            plan_from_dict(plan_obj, &jobs[i].plan) < 0)
+            goto done;
+        jobs[i].src = pl.ptrs[i];
+        jobs[i].dst = pl.ptrs[n + i];
+        jobs[i].expect_width = ew;
+        jobs[i].expect_height = eh;
+    }
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_export_files(jobs, (size_t)n, &opts, threads, status, errors, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != LN_OK) {
+        ln_py_raise(self, &err);
+        goto done;
+    }
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *item;
+        if (status[i] == LN_ERR_NOMEM) {
+            Py_CLEAR(out);
+            PyErr_NoMemory();
+            break;
+        }
+        if (status[i] == LN_OK) {
+            Py_INCREF(Py_None);
+            item = Py_None;
+        } else {
+            item = PyUnicode_DecodeUTF8(errors[i].msg, (Py_ssize_t)strlen(errors[i].msg), "replace");
+            if (!item) {
+                Py_CLEAR(out);
+                break;
+            }
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+done:
+    free(jobs);
+    free(status);
+    free(errors);
+    path_list_free(&pl);
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef pipeline_methods[] = {
+    {"analyze_files", (PyCFunction)(void (*)(void))py_analyze_files, METH_VARARGS | METH_KEYWORDS,
+     "analyze_files(paths, threads=None, max_pixels=None, jpeg_decoder='libjpeg', apply_orientation=True, "
+     "thumb_size=0) -> list of dicts (reason, metrics, hashes, thumbnail) in the order of paths."},
+    {"export_files", (PyCFunction)(void (*)(void))py_export_files, METH_VARARGS | METH_KEYWORDS,
+     "export_files(jobs, threads=None, format='png', quality=95, ...) -> list of None or error message. "
+     "Each job is (src, dst, (width, height), plan); outputs are written atomically."},
+    {"bucket_resolutions", (PyCFunction)(void (*)(void))py_bucket_resolutions, METH_VARARGS | METH_KEYWORDS,
+     "bucket_resolutions((w, h), min_size=256, max_size=1024, step=64) -> sorted list of (w, h)."},
+    {"bucket_select", (PyCFunction)(void (*)(void))py_bucket_select, METH_VARARGS | METH_KEYWORDS,
+     "bucket_select((w, h), resolutions, no_upscale=False, max_area=0, step=64) -> (bucket, resized)."},
+    {"plan_crop", py_plan_crop, METH_VARARGS, "plan_crop((w, h), (out_w, out_h)) -> plan (cover + center crop)."},
+    {"plan_pad", py_plan_pad, METH_VARARGS, "plan_pad((w, h), (out_w, out_h)) -> plan (fit + white padding)."},
+    {"plan_bucket", py_plan_bucket, METH_VARARGS,
+     "plan_bucket((w, h), bucket, resized) -> plan (resize to `resized`, center-trim to `bucket`)."},
+    {"apply_plan", py_apply_plan, METH_VARARGS, "apply_plan(array, plan) -> resized array (Lanczos)."},
     {NULL, NULL, 0, NULL},
 };
 

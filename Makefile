@@ -1,0 +1,63 @@
+# lora-native: `make demo` and `make test` work on a fresh Debian/Ubuntu machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# This machine's CPU build of torch is what hosts run against; training issues need it.
+TORCH_SPEC ?= torch==2.13.0
+FUZZ_SECONDS ?= 30
+SANITIZERS ?= address,undefined
+ASAN_DIR := build/asan
+
+.PHONY: demo test deps deps-test install build test-unit test-asan fuzz bench clean
+
+demo: install
+	$(VENV)/bin/lora-native demo --out demo_output
+
+test: deps-test install build test-unit test-asan fuzz
+
+deps:
+	PYTHON=$(PYTHON) bash tools/system_deps.sh
+
+deps-test:
+	PYTHON=$(PYTHON) bash tools/system_deps.sh --test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Installed once; `make build` recompiles the extension after C changes.
+$(VENV)/.installed: pyproject.toml setup.py | $(VENV)/bin/python
+	PYTHON=$(PYTHON) bash tools/system_deps.sh
+	$(PIP) install -q --upgrade pip "setuptools>=77" wheel numpy
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+build: install
+	$(PY) setup.py -q build_ext --inplace
+
+test-unit: build
+	$(PY) -m pytest -q --junitxml=build/test-results.xml
+
+# The C core built with AddressSanitizer + UBSan (separate build dir), the C-facing tests run against it.
+test-asan: install
+	rm -rf $(ASAN_DIR)
+	LORA_NATIVE_SANITIZE=$(SANITIZERS) $(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)-tmp
+	cp lora_native/*.py $(ASAN_DIR)/lora_native/
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LORA_NATIVE_EXPECT_SANITIZE=$(SANITIZERS) \
+	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" \
+		--junitxml=build/test-asan-results.xml tests
+
+fuzz: deps-test
+	bash tests/fuzz/build.sh
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: build
+	$(PY) bench/bench_hash.py
+	$(PY) bench/bench_dedup.py
+
+clean:
+	rm -rf build $(ASAN_DIR) $(ASAN_DIR)-tmp lora_native/*.so demo_output tests/fuzz/fuzz_decode tests/fuzz/corpus

@@ -1,0 +1,71 @@
+/* The per-file work of `lora-native clean`, batched on the thread pool:
+ * analyze = read, check, decode, measure, hash, thumbnail; export = decode, crop/resize,
+ * encode, write atomically. Per-file problems are records, never errors of the batch. */
+#ifndef LN_DATASET_H
+#define LN_DATASET_H
+
+#include "ln_checks.h"
+#include "ln_decode.h"
+#include "ln_encode.h"
+#include "ln_geometry.h"
+#include "ln_hash.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    ln_decode_opts decode;
+    int thumb_size;     /* long side of the JPEG thumbnail; 0 = none */
+    int thumb_quality;  /* 1..100 */
+} ln_analyze_opts;
+
+typedef struct {
+    ln_decode_info info;
+    int status;          /* LN_OK, or the code of an internal failure (out of memory) in `error` */
+    ln_error error;
+    uint64_t file_size;
+    uint64_t file_hash;  /* XXH64 of the file bytes */
+    int decoded;         /* pixels were decoded: the fields below are valid */
+    int width, height;   /* decoded, after EXIF orientation */
+    ln_quality quality;
+    ln_image_hashes hashes;
+    uint64_t pixel_hash; /* XXH64 of width, height and the RGB rows: the exact-duplicate key */
+    ln_buffer thumb;     /* JPEG bytes; empty when thumb_size is 0 or nothing was decoded */
+} ln_analysis;
+
+void ln_analyze_opts_init(ln_analyze_opts *opts);
+void ln_analyze_file(const char *path, const ln_analyze_opts *opts, ln_analysis *out);
+void ln_analysis_free(ln_analysis *a);
+/* Analyze n files on `threads` threads; results[i] for paths[i]. */
+int ln_analyze_files(const char *const *paths, size_t n, const ln_analyze_opts *opts, int threads,
+                     ln_analysis *results, ln_error *err);
+
+enum { LN_OUTPUT_PNG = 0, LN_OUTPUT_JPEG = 1 };
+
+typedef struct {
+    ln_decode_opts decode;
+    int format;   /* LN_OUTPUT_PNG / LN_OUTPUT_JPEG */
+    int quality;  /* JPEG quality */
+} ln_export_opts;
+
+typedef struct {
+    const char *src;
+    const char *dst;
+    int expect_width, expect_height; /* from the analysis: a changed file is refused */
+    ln_plan plan;
+} ln_export_job;
+
+void ln_export_opts_init(ln_export_opts *opts);
+int ln_export_file(const ln_export_job *job, const ln_export_opts *opts, ln_error *err);
+/* status[i] / errors[i] per job (errors may be NULL). */
+int ln_export_files(const ln_export_job *jobs, size_t n, const ln_export_opts *opts, int threads, int *status,
+                    ln_error *errors, ln_error *err);
+
+/* Apply a plan: resample plan->box of `rgb` into a new out_width x out_height image. */
+int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, ln_image *out, ln_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,170 @@
+"""`lora-native` command line: one subcommand per module (clean -> dataset, demo -> demo)."""
+import argparse
+import os
+import sys
+
+from .errors import LoraNativeError
+from .quality import CHECKS
+
+
+def _progress_bar():
+    """A progress callback drawing tqdm bars on a terminal (nothing when not a TTY)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bars = {}
+
+    def update(stage, done, total):
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img", disable=None, file=sys.stderr,
+                                     dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    def close():
+        for bar in bars.values():
+            bar.close()
+    return update, close
+
+
+def _add_clean(sub):
+    p = sub.add_parser("clean", help="check, deduplicate, crop and caption a folder of images",
+                       description="Walk SRC (recursively), reject broken/tiny/blurry/blank files with a reason "
+                                   "each, group exact and near duplicates (keeping one per group), resize and "
+                                   "crop the rest into DST with metadata.csv, report.json and report.html. "
+                                   "SRC is never modified.")
+    p.add_argument("src", help="folder of images (captions: .txt beside each image or SRC/metadata.csv)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier clean output)")
+    p.add_argument("--resolution", default="512", help="crop size: 512, 768 or WxH (bucket area with --bucket)")
+    p.add_argument("--bucket", action="store_true", help="aspect-ratio buckets (sd-scripts rules) instead of "
+                                                         "one crop size")
+    p.add_argument("--bucket-no-upscale", action="store_true", help="with --bucket: never enlarge")
+    p.add_argument("--fit", choices=("crop", "pad"), default="crop", help="crop to fill (default) or pad with white")
+    p.add_argument("--near-dup", type=int, default=6, metavar="T",
+                   help="near-duplicate pHash Hamming distance (default 6 of 64 bits; -1 disables)")
+    p.add_argument("--keep", choices=("largest", "sharpest"), default="largest",
+                   help="which picture of a duplicate group is kept")
+    p.add_argument("--min-side", type=int, default=512, help="reject images whose short side is smaller")
+    p.add_argument("--max-aspect", type=float, default=3.0, help="reject images more elongated than this")
+    p.add_argument("--blur-threshold", type=float, default=None, help="reject when sharpness is under this "
+                                                                      "(default 60)")
+    p.add_argument("--reject-grayscale", action="store_true", help="reject pictures without colour")
+    p.add_argument("--ignore-check", action="append", default=[], choices=sorted(CHECKS), metavar="CHECK",
+                   help="never apply this check (repeatable): " + ", ".join(sorted(CHECKS)))
+    p.add_argument("--trigger", default="", help="trigger word prepended to every caption (e.g. sks)")
+    p.add_argument("--caption-extension", default=".txt", help="caption files beside images (default .txt)")
+    p.add_argument("--captions", choices=("csv", "txt", "both"), default="csv",
+                   help="write metadata.csv (default), .txt files, or both")
+    p.add_argument("--format", choices=("png", "jpg"), default="png", help="output image format")
+    p.add_argument("--dry-run", action="store_true", help="analyze and report on the terminal; write nothing")
+    p.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
+    p.add_argument("--strict", action="store_true", help="exit with status 3 when any file was rejected")
+    p.set_defaults(func=_cmd_clean)
+
+
+def _cmd_clean(args):
+    from .dataset import clean
+    options = dict(resolution=args.resolution, bucket=args.bucket, bucket_no_upscale=args.bucket_no_upscale,
+                   fit=args.fit, near_dup=args.near_dup, keep=args.keep, min_side=args.min_side,
+                   max_aspect=args.max_aspect, reject_grayscale=args.reject_grayscale,
+                   ignore=args.ignore_check, trigger=args.trigger, caption_extension=args.caption_extension,
+                   caption_output=args.captions, output_format=args.format, dry_run=args.dry_run,
+                   threads=args.threads)
+    if args.blur_threshold is not None:
+        options["blur"] = args.blur_threshold
+    update, close = _progress_bar()
+    try:
+        report = clean(args.src, args.out, progress=update, **options)
+    finally:
+        close()
+    print(report.summary())
+    for it in report.rejected:
+        code, message = it.reasons[0]
+        print("  rejected  %s: %s (%s)" % (it.path, message, code))
+    if report.dry_run:
+        print("dry run: nothing was written")
+    else:
+        print("wrote %d images to %s" % (len(report.kept), report.out))
+        print("report: %s" % os.path.join(report.out, "report.html"))
+    if report.rejected:
+        print("warning: %d file(s) rejected; see the report for each reason" % len(report.rejected),
+              file=sys.stderr)
+        if args.strict:
+            return 3
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="generate a small messy image set and clean it",
+                       description="Generate procedural pictures of one style with planted duplicates, a blurry "
+                                   "one, a tiny one and broken files, then clean them.")
+    p.add_argument("--out", default="demo_output", help="folder for the demo (default ./demo_output)")
+    p.add_argument("--count", type=int, default=24, help="number of good pictures (default 24)")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args):
+    from .demo import run_demo
+    return run_demo(args.out, count=args.count, seed=args.seed)
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="show the build: version, SIMD, CUDA, libraries, GPUs")
+    p.add_argument("--cuda-selftest", action="store_true", help="run a kernel on each GPU to check the build")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args):
+    from . import _native, build_info
+    info = build_info()
+    for key, value in info.items():
+        print("%-12s %s" % (key, ", ".join(value) if isinstance(value, list) else value))
+    devices, why = _native.cuda_devices()
+    if devices:
+        for d in devices:
+            print("gpu %d       %s (sm_%d%d)" % (d["index"], d["name"], *d["capability"]))
+            if args.cuda_selftest:
+                _native.cuda_selftest(d["index"])
+                print("            self-test passed")
+    else:
+        print("gpus         none (%s)" % why)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="lora-native", description="LoRA training toolkit with a native data "
+                                                                       "pipeline.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    from ._version import __version__
+    parser.add_argument("--version", action="version", version="lora-native " + __version__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_clean(sub)
+    _add_demo(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LoraNativeError as e:
+        if args.debug:
+            raise
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.debug:
+            raise
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""`lora-native clean`: turn a messy folder of images into a clean training set.
+
+SRC is only read. DST receives the resized images, `metadata.csv` (filename,prompt),
+`report.json` and `report.html`; every file is written atomically (temp + rename).
+"""
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+from . import _native
+from .captions import (OTHER_CAPTION_EXTENSIONS, format_metadata_csv, read_caption_file, read_metadata_csv,
+                       with_trigger)
+from .dedup import group_near_duplicates, hamming
+from .errors import DatasetError, UsageError
+from .fsutil import atomic_write_text, display_path, is_valid_utf8
+from .quality import QualityThresholds, evaluate
+from .report import Item, Report, write_reports
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".gif", ".tga")
+# Image files users drop in that we do not decode: listed so they are reported, not ignored.
+OTHER_IMAGE_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".psd", ".jxl", ".ico", ".svg", ".dng",
+                          ".cr2", ".nef", ".arw", ".raw", ".exr", ".hdr")
+REPORT_NAME = "report.json"
+CHUNK = 32  # files per native call: progress updates without starving the thread pool
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    resolution: tuple = (512, 512)   # (width, height) of crops, or the bucket area
+    bucket: bool = False             # aspect-ratio buckets instead of one crop size
+    bucket_no_upscale: bool = False
+    min_bucket: int = 256
+    max_bucket: int = 0              # 0: 1024 for resolutions up to 768, else 2048
+    bucket_step: int = 64
+    fit: str = "crop"                # crop | pad
+    near_dup: int = 6                # pHash Hamming distance; < 0 disables near-duplicate grouping
+    keep: str = "largest"            # largest | sharpest
+    trigger: str = ""
+    caption_extension: str = ".txt"
+    caption_output: str = "csv"      # csv | txt | both
+    output_format: str = "png"       # png | jpg
+    jpeg_quality: int = 95
+    dry_run: bool = False
+    threads: int = 0
+    max_pixels: int = 8192 * 8192
+    thumbnails: bool = True
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+
+
+def parse_resolution(value):
+    """512 | '768' | '640x448' | (w, h) -> (w, h)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        w, h = int(value[0]), int(value[1])
+    elif isinstance(value, int):
+        w = h = value
+    else:
+        text = str(value).lower().replace(",", "x")
+        try:
+            parts = [int(p) for p in text.split("x")]
+        except ValueError:
+            raise UsageError("resolution must be a number or WxH, got %r" % (value,)) from None
+        if len(parts) == 1:
+            parts *= 2
+        if len(parts) != 2:
+            raise UsageError("resolution must be a number or WxH, got %r" % (value,))
+        w, h = parts
+    if not (64 <= w <= 8192 and 64 <= h <= 8192):
+        raise UsageError("resolution %dx%d is out of range (64..8192)" % (w, h))
+    return w, h
+
+
+def _check_options(o):
+    if o.fit not in ("crop", "pad"):
+        raise UsageError("fit must be 'crop' or 'pad', got %r" % o.fit)
+    if o.keep not in ("largest", "sharpest"):
+        raise UsageError("keep must be 'largest' or 'sharpest', got %r" % o.keep)
+    if o.caption_output not in ("csv", "txt", "both"):
+        raise UsageError("caption_output must be 'csv', 'txt' or 'both', got %r" % o.caption_output)
+    if o.output_format not in ("png", "jpg"):
+        raise UsageError("output format must be 'png' or 'jpg', got %r" % o.output_format)
+    if o.near_dup > 64:
+        raise UsageError("near_dup is a Hamming distance between 64-bit hashes: 0..64 (or negative to disable)")
+    if o.fit == "pad" and o.bucket:
+        raise UsageError("fit='pad' pads to one size; it cannot be combined with buckets")
+    if not o.caption_extension.startswith("."):
+        raise UsageError("caption_extension must start with a dot, e.g. '.txt'")
+
+
+def _inside(child, parent):
+    child, parent = os.path.realpath(child), os.path.realpath(parent)
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def list_images(src, exclude=None):
+    """Walk src -> (sorted relative paths of candidate images, count of other files skipped).
+    Hidden files and folders are skipped; symlinked folders are not followed; `exclude`
+    (the output folder when it lies inside src) is skipped."""
+    images, skipped = [], 0
+    exclude_real = os.path.realpath(exclude) if exclude else None
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (exclude_real and os.path.realpath(os.path.join(root, d)) == exclude_real))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            ext = os.path.splitext(name)[1].lower()
+            if ext in IMAGE_EXTENSIONS or ext in OTHER_IMAGE_EXTENSIONS:
+                images.append(os.path.relpath(os.path.join(root, name), src))
+            else:
+                skipped += 1
+    images.sort()
+    return images, skipped
+
+
+def _safe_relpath(rel):
+    """A UTF-8 output name for any input name (undecodable bytes become '_')."""
+    raw = os.fsencode(rel)
+    return raw.decode("utf-8", "replace").replace("\ufffd", "_")
+
+
+def _output_names(rels, ext):
+    """Output relative paths: same folders and stems, the output extension; collisions
+    (photo.jpg and photo.png) get a numeric suffix."""
+    taken, names = set(), {}
+    for rel in rels:
+        stem = os.path.splitext(_safe_relpath(rel))[0]
+        candidate, n = stem + ext, 2
+        while candidate.lower() in taken:
+            candidate = "%s_%d%s" % (stem, n, ext)
+            n += 1
+        taken.add(candidate.lower())
+        names[rel] = candidate
+    return names
+
+
+def _read_captions(src, rels, caption_extension, warnings):
+    """rel -> (caption, source) from SRC/metadata.csv first, then caption files."""
+    from_csv = {}
+    csv_path = os.path.join(src, "metadata.csv")
+    if os.path.isfile(csv_path):
+        from_csv = read_metadata_csv(csv_path)
+        known = {os.path.normpath(r) for r in rels}
+        missing = [n for n in from_csv if n not in known]
+        if missing:
+            warnings.append("metadata.csv names %d file(s) that are not in the folder, e.g. %s"
+                            % (len(missing), missing[0]))
+    captions, other_ext = {}, {}
+    for rel in rels:
+        key = os.path.normpath(rel)
+        if key in from_csv:
+            captions[rel] = (from_csv[key], "metadata.csv")
+            continue
+        base = os.path.splitext(os.path.join(src, rel))[0]
+        text = read_caption_file(base + caption_extension)
+        if text is not None:
+            captions[rel] = (text, caption_extension)
+            continue
+        for other in OTHER_CAPTION_EXTENSIONS:
+            if other != caption_extension and os.path.isfile(base + other):
+                other_ext[other] = other_ext.get(other, 0) + 1
+        captions[rel] = ("", None)
+    for other, count in sorted(other_ext.items()):
+        warnings.append("%d image(s) have no %s caption but a %s file: captions are read from %s files "
+                        "(set the caption extension to %s to use them)"
+                        % (count, caption_extension, other, caption_extension, other))
+    return captions
+
+
+def _analyze(src, rels, o, progress):
+    results = []
+    paths = [os.path.join(src, r) for r in rels]
+    for start in range(0, len(paths), CHUNK):
+        chunk = paths[start:start + CHUNK]
+        results += _native.analyze_files(chunk, threads=o.threads or None, max_pixels=o.max_pixels,
+                                         thumb_size=96 if o.thumbnails else 0)
+        if progress:
+            progress("analyze", min(start + CHUNK, len(paths)), len(paths))
+    return results
+
+
+def _plan(o, size, buckets):
+    w, h = size
+    if o.bucket:
+        area = o.resolution[0] * o.resolution[1]
+        bucket, resized = _native.bucket_select(size, buckets, no_upscale=o.bucket_no_upscale,
+                                                max_area=area, step=o.bucket_step)
+        return _native.plan_bucket(size, bucket, resized)
+    if o.fit == "pad":
+        return _native.plan_pad(size, o.resolution)
+    return _native.plan_crop(size, o.resolution)
+
+
+def _choose_kept(members, items, keep):
+    def key(i):
+        it = items[i]
+        area = it.width * it.height
+        sharp = it.metrics.get("blur", 0.0)
+        return (-area, -sharp, i) if keep == "largest" else (-sharp, -area, i)
+    return min(members, key=key)
+
+
+def _group_duplicates(items, usable, o):
+    """Exact duplicates (same decoded pixels) and near duplicates (pHash distance <= near_dup)
+    among usable images; returns a list of groups (lists of item indices, kept one first)."""
+    parent = {i: i for i in usable}
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    by_pixels = {}
+    for i in usable:
+        by_pixels.setdefault(items[i].hashes["pixels"], []).append(i)
+    for members in by_pixels.values():
+        for m in members[1:]:
+            union(members[0], m)
+    if o.near_dup >= 0 and len(usable) > 1:
+        phashes = [int(items[i].hashes["phash"], 16) for i in usable]
+        labels = group_near_duplicates(phashes, t=o.near_dup, threads=o.threads or None)
+        for pos, label in enumerate(labels):
+            union(usable[pos], usable[int(label)])
+    comps = {}
+    for i in usable:
+        comps.setdefault(find(i), []).append(i)
+    groups = []
+    for members in comps.values():
+        if len(members) < 2:
+            continue
+        kept = _choose_kept(members, items, o.keep)
+        groups.append([kept] + sorted(m for m in members if m != kept))
+    groups.sort(key=lambda g: min(g))
+    return groups
+
+
+def _prepare_out(out, dry_run):
+    """DST may be new, empty, or a previous clean output (its files are replaced)."""
+    previous = None
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DatasetError("output %s exists and is not a folder" % display_path(out), out)
+    if os.path.isdir(out) and os.listdir(out):
+        report = os.path.join(out, REPORT_NAME)
+        if not os.path.isfile(report):
+            raise DatasetError("output folder %s is not empty and was not written by lora-native clean; "
+                               "choose a new or empty folder" % display_path(out), out)
+        previous = report
+    if not dry_run:
+        os.makedirs(out, exist_ok=True)
+    return previous
+
+
+def _previous_outputs(report_path):
+    import json
+    try:
+        with open(report_path, encoding="utf-8") as f:
+            data = json.load(f)
+        return {it["output"] for it in data.get("items", []) if it.get("output")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def clean(src, out, progress=None, **options):
+    """Clean the image folder `src` into `out`; returns a Report (see lora_native.report).
+
+    Options are the fields of CleanOptions; `resolution` accepts 512, '768' or 'WxH';
+    quality thresholds can be given as `quality=QualityThresholds(...)` or individually
+    (min_side, max_aspect, blur, ..., reject_grayscale, ignore=[check names]).
+    `progress(stage, done, total)` is called as work advances (stage: analyze, export).
+    """
+    started = time.time()
+    q_fields = set(QualityThresholds.__dataclass_fields__)
+    q_opts = {k: options.pop(k) for k in list(options) if k in q_fields}
+    if "ignore" in q_opts:
+        q_opts["ignore"] = frozenset(q_opts["ignore"])
+    unknown = set(options) - set(CleanOptions.__dataclass_fields__)
+    if unknown:
+        raise UsageError("unknown clean option(s): %s" % ", ".join(sorted(unknown)))
+    if "resolution" in options:
+        options["resolution"] = parse_resolution(options["resolution"])
+    o = CleanOptions(**options)
+    if q_opts:
+        o = replace(o, quality=replace(o.quality, **q_opts))
+    _check_options(o)
+
+    src, out = os.path.abspath(os.fspath(src)), os.path.abspath(os.fspath(out))
+    if not os.path.isdir(src):
+        raise DatasetError("source folder %s does not exist" % display_path(src), src)
+    if _inside(src, out):
+        raise DatasetError("the output folder must not be the source folder or contain it "
+                           "(the source is never modified)", out)
+    previous_report = _prepare_out(out, o.dry_run)
+    exclude = out if _inside(out, src) else None
+    rels, skipped = list_images(src, exclude)
+    warnings = []
+    if skipped:
+        warnings.append("%d file(s) that are not images were skipped (captions and other files)" % skipped)
+    if not rels:
+        warnings.append("no images found in %s" % display_path(src))
+    captions = _read_captions(src, rels, o.caption_extension, warnings)
+
+    analyses = _analyze(src, rels, o, progress)
+    items = []
+    for rel, a in zip(rels, analyses):
+        item = Item.from_analysis(rel, a)
+        item.caption, item.caption_source = captions[rel]
+        if not is_valid_utf8(rel):
+            item.notes.append(("non_utf8_name", "file name is not valid UTF-8; the output is named %s"
+                               % _safe_relpath(rel)))
+        if a["error"]:
+            item.reject("internal_error", a["error"])
+        elif a["decoded"]:
+            rejections, notes = evaluate(a, o.quality)
+            for code, message in rejections:
+                item.reject(code, message)
+            item.notes.extend(notes)
+        items.append(item)
+
+    usable = [i for i, it in enumerate(items) if it.status == "kept"]
+    groups = _group_duplicates(items, usable, o)
+    for gid, members in enumerate(groups):
+        kept = members[0]
+        items[kept].group = gid
+        for m in members[1:]:
+            exact = items[m].hashes["pixels"] == items[kept].hashes["pixels"]
+            d = hamming(int(items[m].hashes["phash"], 16), int(items[kept].hashes["phash"], 16))
+            items[m].mark_duplicate(items[kept].path, "exact" if exact else "near", d, gid)
+
+    kept = [it for it in items if it.status == "kept"]
+    ext = ".png" if o.output_format == "png" else ".jpg"
+    names = _output_names([it.rel for it in kept], ext)
+    buckets = None
+    if o.bucket:
+        max_bucket = o.max_bucket or (1024 if max(o.resolution) <= 768 else 2048)
+        buckets = _native.bucket_resolutions(o.resolution, min_size=o.min_bucket, max_size=max_bucket,
+                                             step=o.bucket_step)
+    for it in kept:
+        try:
+            it.plan = _plan(o, (it.width, it.height), buckets)
+        except ValueError as e:
+            it.reject("too_small", str(e))
+            continue
+        it.output = names[it.rel]
+        it.output_size = tuple(it.plan["out_size"])
+        it.caption = with_trigger(it.caption, o.trigger)
+    kept = [it for it in kept if it.status == "kept"]
+
+    if not o.dry_run:
+        _export(src, out, kept, o, progress)
+        stale = _previous_outputs(previous_report) - {it.output for it in kept} if previous_report else set()
+        for rel in stale:
+            path = os.path.join(out, rel)
+            for p in (path, os.path.splitext(path)[0] + ".txt"):
+                if os.path.isfile(p):
+                    os.unlink(p)
+        kept_ok = [it for it in kept if it.status == "kept"]
+        if o.caption_output in ("csv", "both"):
+            atomic_write_text(os.path.join(out, "metadata.csv"),
+                              format_metadata_csv((it.output, it.caption) for it in kept_ok))
+        if o.caption_output in ("txt", "both"):
+            for it in kept_ok:
+                atomic_write_text(os.path.splitext(os.path.join(out, it.output))[0] + ".txt", it.caption + "\n")
+
+    report = Report(src=src, out=out, items=items, groups=groups, warnings=warnings, options=o,
+                    dry_run=o.dry_run, elapsed=time.time() - started)
+    if not o.dry_run:
+        write_reports(report, out, atomic_write_text)
+    return report
+
+
+def _export(src, out, kept, o, progress):
+    jobs = []
+    for it in kept:
+        dst = os.path.join(out, it.output)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        jobs.append((os.path.join(src, it.rel), dst, (it.width, it.height), it.plan))
+    for start in range(0, len(jobs), CHUNK):
+        chunk = jobs[start:start + CHUNK]
+        errors = _native.export_files(chunk, threads=o.threads or None, format=o.output_format,
+                                      quality=o.jpeg_quality, max_pixels=o.max_pixels)
+        for it, error in zip(kept[start:start + CHUNK], errors):
+            if error:
+                it.reject("export_failed", error)
+                it.output = None
+        if progress:
+            progress("export", min(start + CHUNK, len(jobs)), len(jobs))
+
+
+__all__ = ["clean", "CleanOptions", "QualityThresholds", "list_images", "parse_resolution", "IMAGE_EXTENSIONS"]
