@@ -2,6 +2,8 @@
 from ._version import __version__
 from .errors import LoraNativeError, NativeError, DatasetError, UsageError
 from . import _native
+from .dataset import clean, CleanOptions
+from .quality import QualityThresholds
 
 
 def build_info():
@@ -11,4 +13,4 @@ def build_info():
     return info
 
 
-__all__ = ["__version__", "build_info", "LoraNativeError", "NativeError", "DatasetError", "UsageError"]
+__all__ = ["__version__", "build_info", "clean", "CleanOptions", "QualityThresholds", "LoraNativeError", "NativeError", "DatasetError", "UsageError"]
