@@ -11,15 +11,10 @@
 #define RADIX_SIZE (1u << RADIX_BITS)
 #define RADIX_PASSES 6 /* ceil(64 / 11) */
 
-typedef struct {
-    uint64_t *u;   /* distinct values, ascending */
-    uint32_t *rep; /* smallest original index holding u[k] */
-    uint32_t nu;
-} distinct_values;
-
-/* LSD radix sort of (value, index), stable so each run of a value keeps its smallest index
- * first. uid[i] receives the rank of hashes[i] among the distinct values. */
-static int collapse_identical(const uint64_t *hashes, size_t n, int64_t *uid, distinct_values *out, ln_error *err)
+/* LSD radix sort of (value, index); *u_out receives the *nu_out distinct values ascending
+ * and uid[i] the rank of hashes[i] among them. */
+static int collapse_identical(const uint64_t *hashes, size_t n, int64_t *uid, uint64_t **u_out, uint32_t *nu_out,
+                              ln_error *err)
 {
     size_t key_bytes, idx_bytes;
     if (!ln_mul_size(n, sizeof(uint64_t), &key_bytes) || !ln_mul_size(n, sizeof(uint32_t), &idx_bytes))
@@ -69,23 +64,19 @@ static int collapse_identical(const uint64_t *hashes, size_t n, int64_t *uid, di
     free(keys[!src]);
     free(idx[!src]);
 
-    /* Compact in place: position nu - 1 never passes the read position p. */
+    /* Compact in place: the write position nu - 1 never passes the read position p. */
     uint64_t *k = keys[src];
     uint32_t *ix = idx[src];
     uint32_t nu = 0;
     for (size_t p = 0; p < n; p++) {
         uint64_t v = k[p];
-        uint32_t i = ix[p];
-        if (nu == 0 || v != k[nu - 1]) {
-            k[nu] = v;
-            ix[nu] = i;
-            nu++;
-        }
-        uid[i] = (int64_t)(nu - 1);
+        if (nu == 0 || v != k[nu - 1])
+            k[nu++] = v;
+        uid[ix[p]] = (int64_t)(nu - 1);
     }
-    out->u = k;
-    out->rep = ix;
-    out->nu = nu;
+    free(ix);
+    *u_out = k;
+    *nu_out = nu;
     return LN_OK;
 }
 
@@ -109,39 +100,38 @@ int ln_group_hamming_ex(const uint64_t *hashes, size_t n, int t, int threads, in
         return LN_OK;
     }
 
-    distinct_values dv = {NULL, NULL, 0};
-    int rc = collapse_identical(hashes, n, labels, &dv, err); /* labels hold value ranks for now */
+    uint64_t *u = NULL;
+    uint32_t nu = 0;
+    int rc = collapse_identical(hashes, n, labels, &u, &nu, err); /* labels hold value ranks for now */
     if (rc != LN_OK)
         return rc;
-    uint32_t *parent = malloc((size_t)dv.nu * sizeof *parent);
+    uint32_t *parent = malloc((size_t)nu * sizeof *parent);
     if (!parent) {
-        rc = ln_fail(err, LN_ERR_NOMEM, "out of memory for %u distinct hashes", dv.nu);
-        goto done;
+        free(u);
+        return ln_fail(err, LN_ERR_NOMEM, "out of memory for %u distinct hashes", nu);
     }
-    rc = ln_group_search(dv.u, dv.nu, t, threads, blocks, parent, pairs_out, err);
-    if (rc != LN_OK)
-        goto done;
-
-    /* A component's label is the smallest original index among its values' runs. */
-    free(dv.u);
-    dv.u = NULL;
-    uint32_t *first = malloc((size_t)dv.nu * sizeof *first);
+    rc = ln_group_search(u, nu, t, threads, blocks, parent, pairs_out, err);
+    free(u);
+    if (rc != LN_OK) {
+        free(parent);
+        return rc;
+    }
+    /* Scanning i upwards, the first index met in a component is its smallest: the label. */
+    uint32_t *first = malloc((size_t)nu * sizeof *first);
     if (!first) {
-        rc = ln_fail(err, LN_ERR_NOMEM, "out of memory for %u distinct hashes", dv.nu);
-        goto done;
+        free(parent);
+        return ln_fail(err, LN_ERR_NOMEM, "out of memory for %u distinct hashes", nu);
     }
-    memset(first, 0xff, (size_t)dv.nu * sizeof *first);
-    for (uint32_t k = 0; k < dv.nu; k++)
-        if (dv.rep[k] < first[parent[k]])
-            first[parent[k]] = dv.rep[k];
-    for (size_t i = 0; i < n; i++)
-        labels[i] = first[parent[labels[i]]];
+    memset(first, 0xff, (size_t)nu * sizeof *first);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t root = parent[labels[i]];
+        if (first[root] == UINT32_MAX)
+            first[root] = (uint32_t)i;
+        labels[i] = first[root];
+    }
     free(first);
-done:
     free(parent);
-    free(dv.u);
-    free(dv.rep);
-    return rc;
+    return LN_OK;
 }
 
 int ln_group_hamming(const uint64_t *hashes, size_t n, int t, int threads, int64_t *labels, uint64_t *pairs_out,
