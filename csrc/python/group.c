@@ -52,6 +52,39 @@ static int t_arg(PyObject *obj, int *out)
     return 0;
 }
 
+/* Both entry points: convert, run the core without the GIL, wrap the labels. reference
+ * selects the O(n^2) brute force (threads and blocks unused). */
+static PyObject *group_call(PyObject *self, PyObject *hashes_obj, int t, int threads, int blocks, int reference)
+{
+    PyArrayObject *hashes = hashes_arg(hashes_obj);
+    if (!hashes)
+        return NULL;
+    npy_intp n = PyArray_SIZE(hashes);
+    PyArrayObject *labels = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_INT64);
+    if (!labels) {
+        Py_DECREF(hashes);
+        return NULL;
+    }
+    const uint64_t *h = (const uint64_t *)PyArray_DATA(hashes);
+    int64_t *out = (int64_t *)PyArray_DATA(labels);
+    ln_error err;
+    ln_error_clear(&err);
+    uint64_t candidates = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = reference ? ln_group_hamming_bruteforce(h, (size_t)n, t, out, &err)
+                   : ln_group_hamming_ex(h, (size_t)n, t, threads, blocks, out, &candidates, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(hashes);
+    if (rc != LN_OK) {
+        Py_DECREF(labels);
+        return ln_py_raise(self, &err);
+    }
+    if (reference)
+        return (PyObject *)labels;
+    return Py_BuildValue("(NK)", labels, (unsigned long long)candidates);
+}
+
 static PyObject *py_group_hamming(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"hashes", "t", "threads", "blocks", NULL};
@@ -62,29 +95,7 @@ static PyObject *py_group_hamming(PyObject *self, PyObject *args, PyObject *kwar
         return NULL;
     if (t_arg(t_obj, &t) < 0 || ln_py_threads_arg(threads_obj, &threads) < 0)
         return NULL;
-    PyArrayObject *hashes = hashes_arg(hashes_obj);
-    if (!hashes)
-        return NULL;
-    npy_intp n = PyArray_SIZE(hashes);
-    PyArrayObject *labels = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_INT64);
-    if (!labels) {
-        Py_DECREF(hashes);
-        return NULL;
-    }
-    ln_error err;
-    ln_error_clear(&err);
-    uint64_t candidates = 0;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = ln_group_hamming_ex((const uint64_t *)PyArray_DATA(hashes), (size_t)n, t, threads, blocks,
-                             (int64_t *)PyArray_DATA(labels), &candidates, &err);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(hashes);
-    if (rc != LN_OK) {
-        Py_DECREF(labels);
-        return ln_py_raise(self, &err);
-    }
-    return Py_BuildValue("(NK)", labels, (unsigned long long)candidates);
+    return group_call(self, hashes_obj, t, threads, blocks, 0);
 }
 
 static PyObject *py_group_hamming_bruteforce(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -96,28 +107,7 @@ static PyObject *py_group_hamming_bruteforce(PyObject *self, PyObject *args, PyO
         return NULL;
     if (t_arg(t_obj, &t) < 0)
         return NULL;
-    PyArrayObject *hashes = hashes_arg(hashes_obj);
-    if (!hashes)
-        return NULL;
-    npy_intp n = PyArray_SIZE(hashes);
-    PyArrayObject *labels = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_INT64);
-    if (!labels) {
-        Py_DECREF(hashes);
-        return NULL;
-    }
-    ln_error err;
-    ln_error_clear(&err);
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = ln_group_hamming_bruteforce((const uint64_t *)PyArray_DATA(hashes), (size_t)n, t,
-                                     (int64_t *)PyArray_DATA(labels), &err);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(hashes);
-    if (rc != LN_OK) {
-        Py_DECREF(labels);
-        return ln_py_raise(self, &err);
-    }
-    return (PyObject *)labels;
+    return group_call(self, hashes_obj, t, 0, 0, 1);
 }
 
 static PyObject *py_group_hamming_plan(PyObject *self, PyObject *args)
