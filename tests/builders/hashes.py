@@ -15,32 +15,41 @@ def popcount64(x):
 
 def flip_bits(rng, value, k):
     """value with k distinct random bits flipped."""
-    mask = 0
-    for bit in rng.choice(64, size=k, replace=False):
-        mask |= 1 << int(bit)
-    return np.uint64(int(value) ^ mask)
+    return np.uint64(int(value) ^ int(random_masks(rng, np.array([k]))[0]))
 
 
-def planted_hashes(rng, n, group_fraction=0.3, min_size=2, max_size=6, max_flips=6, identical_fraction=0.0):
+def random_masks(rng, k):
+    """One uint64 mask per entry of k, with k[i] distinct random bits set."""
+    k = np.asarray(k)
+    ranks = rng.random((k.size, 64)).argsort(axis=1).argsort(axis=1)  # a random permutation per row
+    bits = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+    return np.bitwise_or.reduce(np.where(ranks < k[:, None], bits, np.uint64(0)), axis=1)
+
+
+def planted_hashes(rng, n, group_fraction=0.3, min_size=2, max_size=6, max_flips=6, identical_fraction=0.0,
+                   return_groups=False):
     """n random hashes where about group_fraction of them sit in planted groups: a random seed
     plus copies with 0..max_flips bits flipped each (max_flips may exceed the t under test, so
     some copies fall outside it). identical_fraction of the hashes are then overwritten with
-    copies of other hashes. Returns the shuffled uint64 array."""
-    out = list(rng.integers(0, 2**64, size=n, dtype=np.uint64))
-    i = 0
-    planted = int(n * group_fraction)
-    while i < planted:
-        size = int(rng.integers(min_size, max_size + 1))
-        seed = out[i]
-        for j in range(i + 1, min(i + size, n)):
-            out[j] = flip_bits(rng, seed, int(rng.integers(0, max_flips + 1)))
-        i += size
-    h = np.array(out, dtype=np.uint64) if n else np.zeros(0, np.uint64)
-    copies = int(n * identical_fraction)
-    if copies and n > 1:
-        h[rng.integers(0, n, size=copies)] = h[rng.integers(0, n, size=copies)]
-    rng.shuffle(h)
-    return h
+    copies of other hashes. Returns the shuffled uint64 array, and with return_groups also
+    each hash's planted group number (-1: background)."""
+    h = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+    sizes, total = [], 0
+    while total < int(n * group_fraction):
+        sizes.append(min(int(rng.integers(min_size, max_size + 1)), n - total))
+        total += sizes[-1]
+    group = np.full(n, -1, dtype=np.int64)
+    if sizes:
+        group[:total] = np.repeat(np.arange(len(sizes)), sizes)
+        seed_pos = np.repeat(np.cumsum([0] + sizes[:-1]), sizes)
+        copies = np.flatnonzero(np.arange(total) != seed_pos)
+        masks = random_masks(rng, rng.integers(0, max_flips + 1, size=copies.size))
+        h[copies] = h[seed_pos[copies]] ^ masks
+    copied = int(n * identical_fraction)
+    if copied and n > 1:
+        h[rng.integers(0, n, size=copied)] = h[rng.integers(0, n, size=copied)]
+    order = rng.permutation(n)
+    return (h[order], group[order]) if return_groups else h[order]
 
 
 def pairs_within(h, t, chunk=512):
