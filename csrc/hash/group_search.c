@@ -360,8 +360,8 @@ static void build_block_task(void *ctx, size_t index, int worker)
         off[k] += off[k - 1];
     if (!blk->owned_members)
         return;
-    /* Stable scatter keeps each bucket ascending; off[k] ends as bucket k's end, which is
-     * bucket k+1's start, so shifting by one restores the starts. */
+    /* The scatter leaves off[k] at bucket k's end, which is bucket k+1's start, so shifting
+     * by one restores the starts without a second table. */
     for (size_t i = 0; i < job->nu; i++) {
         uint32_t pos = off[(u[i] >> blk->shift) & blk->mask]++;
         blk->owned_members[pos] = u[i];
