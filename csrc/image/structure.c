@@ -62,7 +62,7 @@ static ln_reason png_ihdr(const uint8_t *c, uint32_t len, ln_probe *probe, ln_de
     info->width = (int)w;
     info->height = (int)h;
     info->channels = channels_of[color];
-    info->bit_depth = depth;
+    info->bit_depth = depth == 16 ? 16 : 8; /* 1, 2, 4-bit samples are expanded to 8 */
     info->frames = 1;
     probe->png_color_type = color;
     probe->has_alpha = color == 4 || color == 6;

@@ -314,6 +314,37 @@ done:
     return result;
 }
 
+static PyObject *name_list(const char *(*name_of)(unsigned), unsigned count)
+{
+    PyObject *list = PyList_New(0);
+    for (unsigned i = 0; list && i < count; i++) {
+        PyObject *s = PyUnicode_FromString(name_of(i));
+        if (!s || PyList_Append(list, s) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(s);
+    }
+    return list;
+}
+
+static const char *reason_at(unsigned i) { return ln_reason_name((ln_reason)i); }
+static const char *format_at(unsigned i) { return ln_format_name((ln_format)i); }
+static const char *note_at(unsigned i) { return ln_note_name(1u << i); }
+
+static PyObject *py_decode_names(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObject *r = name_list(reason_at, LN_REASON_COUNT), *f = name_list(format_at, LN_FORMAT_COUNT),
+             *n = name_list(note_at, LN_NOTE_COUNT_BITS);
+    if (!r || !f || !n) {
+        Py_XDECREF(r);
+        Py_XDECREF(f);
+        Py_XDECREF(n);
+        return NULL;
+    }
+    return Py_BuildValue("{s:N,s:N,s:N}", "reasons", r, "formats", f, "notes", n);
+}
+
 PyDoc_STRVAR(decode_doc,
              "decode(data, *, ext=None, max_pixels=None, jpeg_decoder='libjpeg', jpeg_draft_min_side=0,\n"
              "       apply_orientation=True, header_only=False) -> (pixels | None, info)\n\n"
@@ -333,6 +364,7 @@ static PyMethodDef decode_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS, decode_doc},
     {"decode_file", (PyCFunction)(void (*)(void))py_decode_file, METH_VARARGS | METH_KEYWORDS, decode_file_doc},
     {"decode_files", (PyCFunction)(void (*)(void))py_decode_files, METH_VARARGS | METH_KEYWORDS, decode_files_doc},
+    {"decode_names", py_decode_names, METH_NOARGS, "decode_names() -> {'reasons', 'formats', 'notes'}: the C name tables."},
     {NULL, NULL, 0, NULL},
 };
 
