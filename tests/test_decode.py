@@ -282,3 +282,31 @@ def test_mutated_files_never_crash(corpus):
             r = imageio.decode(bytes(data), ext=".png", **kw)
             assert r.reason in reasons
             assert (r.pixels is not None) == (r.ok and not kw.get("header_only"))
+
+
+# ---------------------------------------------------------------- found by fuzzing
+
+
+def test_overfull_huffman_table_is_corrupt_for_both_decoders():
+    data = files.jpeg_with_overfull_huffman_table(files.encode(files.rgb_image(), "JPEG"))
+    for dec in ("libjpeg", "stb"):
+        r = imageio.decode(data, jpeg_decoder=dec)
+        assert r.reason == "corrupt" and "huffman" in r.message.lower()
+
+
+def test_jpeg_relying_on_standard_huffman_tables():
+    """Motion-JPEG frames carry no DHT: libjpeg uses the standard tables, stb_image 2.27 would
+    read uninitialised ones, so that path refuses the file."""
+    full = files.encode(files.rgb_image(), "JPEG", quality=90)  # Pillow writes the standard tables
+    data = files.jpeg_without_huffman_tables(full)
+    assert b"\xff\xc4" not in data[: files.jpeg_scan_start(data)]
+    r = imageio.decode(data)
+    assert r.ok and np.array_equal(r.pixels, imageio.decode(full).pixels)
+    s = imageio.decode(data, jpeg_decoder="stb")
+    assert s.reason == "unsupported_format" and "huffman" in s.message.lower()
+
+
+def test_stb_path_keeps_libjpeg_decode_for_damaged_data(corpus):
+    r = imageio.decode_file(corpus["damaged_scan.jpg"].path, jpeg_decoder="stb")
+    assert r.ok and "decoder_warning" in r.notes
+    assert np.array_equal(r.pixels, imageio.decode_file(corpus["damaged_scan.jpg"].path).pixels)

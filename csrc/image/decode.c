@@ -104,6 +104,35 @@ static ln_reason check_structure(const uint8_t *d, size_t n, ln_probe *probe, ln
     }
 }
 
+/* stb_image 2.27 (Debian's) reads out of bounds on some damaged JPEG entropy data, so the
+ * stb path only sees files libjpeg decodes without a warning (checked at 1/8 scale, which
+ * still reads every Huffman code). Damaged files keep libjpeg's full decode instead. */
+static int decode_jpeg_stb(const uint8_t *d, size_t n, const ln_decode_opts *opts, const ln_probe *probe,
+                           ln_image *out, ln_decode_info *info, ln_error *err)
+{
+    if (probe->jpeg_arithmetic) {
+        ln_reject(info, LN_REASON_UNSUPPORTED, "arithmetic-coded JPEG is not supported by the stb_image decoder");
+        return LN_OK;
+    }
+    if (probe->jpeg_default_tables) {
+        ln_reject(info, LN_REASON_UNSUPPORTED,
+                  "JPEG without its own Huffman tables (a Motion-JPEG frame) is not supported by the stb_image "
+                  "decoder; use the libjpeg decoder");
+        return LN_OK;
+    }
+    ln_decode_opts check = *opts;
+    check.jpeg_draft_min_side = 1;
+    int rc = ln_decode_jpeg_libjpeg(d, n, &check, probe, out, info, err);
+    if (rc != LN_OK || info->reason != LN_REASON_OK)
+        return rc;
+    ln_image_free(out);
+    if (info->notes & LN_NOTE_DECODER_WARNING) {
+        check.jpeg_draft_min_side = 0;
+        return ln_decode_jpeg_libjpeg(d, n, &check, probe, out, info, err);
+    }
+    return ln_decode_stb(d, n, probe, out, info, err);
+}
+
 int ln_decode_memory(const uint8_t *data, size_t len, const ln_decode_opts *opts_in, ln_image *out,
                      ln_decode_info *info, ln_error *err)
 {
@@ -149,9 +178,8 @@ int ln_decode_memory(const uint8_t *data, size_t len, const ln_decode_opts *opts
     int rc;
     if (info->format == LN_FORMAT_JPEG && opts.jpeg_decoder == LN_JPEG_LIBJPEG) {
         rc = ln_decode_jpeg_libjpeg(data, len, &opts, &probe, out, info, err);
-    } else if (info->format == LN_FORMAT_JPEG && probe.jpeg_arithmetic) {
-        ln_reject(info, LN_REASON_UNSUPPORTED, "arithmetic-coded JPEG is not supported by the stb_image decoder");
-        return LN_OK;
+    } else if (info->format == LN_FORMAT_JPEG) {
+        rc = decode_jpeg_stb(data, len, &opts, &probe, out, info, err);
     } else if (info->format == LN_FORMAT_WEBP) {
         rc = ln_decode_webp(data, len, &probe, out, info, err);
     } else {

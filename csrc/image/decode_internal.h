@@ -16,6 +16,7 @@ typedef struct {
     int jpeg_sof;          /* 0xC0..0xCF marker that started the frame */
     int jpeg_components;
     int jpeg_arithmetic;   /* SOF9..SOF11: stb_image cannot decode these */
+    int jpeg_default_tables; /* a scan uses Huffman tables no DHT defined (Motion-JPEG style) */
     /* PNG */
     int png_color_type;
     /* WebP */

@@ -71,6 +71,43 @@ static ln_reason check_sof(int m, const uint8_t *s, size_t len, ln_probe *probe,
     return ln_check_dims(info, probe, width, height);
 }
 
+/* A DHT segment is a run of tables: class/id byte, 16 code counts, then that many symbols.
+ * More than 256 symbols in one table is invalid, and Debian's stb_image 2.27 overruns its
+ * tables on it, so the check lives here, in front of both decoders. Defined tables are
+ * recorded in *defined (bit class*4 + id). */
+static int dht_valid(const uint8_t *s, size_t len, unsigned *defined)
+{
+    size_t pos = 0;
+    while (pos < len) {
+        if (len - pos < 17 || (s[pos] >> 4) > 1 || (s[pos] & 15) > 3)
+            return 0;
+        size_t symbols = 0;
+        for (int i = 1; i <= 16; i++)
+            symbols += s[pos + i];
+        if (symbols > 256 || symbols > len - pos - 17)
+            return 0;
+        *defined |= 1u << ((s[pos] >> 4) * 4 + (s[pos] & 15));
+        pos += 17 + symbols;
+    }
+    return 1;
+}
+
+/* Whether a scan (SOS segment) codes with a Huffman table no DHT defined. libjpeg then uses
+ * the standard tables (Motion-JPEG frames rely on it); stb_image reads uninitialised ones. */
+static int scan_needs_default_tables(const uint8_t *s, size_t len, unsigned defined, int progressive)
+{
+    if (len < 1 || len < 1 + 2 * (size_t)s[0] + 3)
+        return 0; /* malformed: the decoders reject it themselves */
+    int ns = s[0], ss = s[1 + 2 * ns], ah = s[3 + 2 * ns] >> 4;
+    int needs_dc = !progressive || (ss == 0 && ah == 0), needs_ac = !progressive || ss > 0;
+    for (int i = 0; i < ns; i++) {
+        int td = s[2 + 2 * i] >> 4, ta = s[2 + 2 * i] & 15;
+        if ((needs_dc && (td > 3 || !(defined & (1u << td)))) || (needs_ac && (ta > 3 || !(defined & (1u << (4 + ta))))))
+            return 1;
+    }
+    return 0;
+}
+
 /* Reads the marker at *pos (after any 0xFF fill bytes). Returns the marker code, or -1 when
  * the data ends first. */
 static int next_marker(const uint8_t *d, size_t n, size_t *pos)
@@ -90,6 +127,7 @@ ln_reason ln_check_jpeg(const uint8_t *d, size_t n, ln_probe *probe, ln_decode_i
     char name[8];
     size_t pos = 2;
     int have_sof = 0, scans = 0;
+    unsigned tables = 0;
 
     /* Header segments, up to the first scan. */
     for (;;) {
@@ -127,10 +165,14 @@ ln_reason ln_check_jpeg(const uint8_t *d, size_t n, ln_probe *probe, ln_decode_i
             /* Pillow reads the first Exif APP1 segment; so do we. */
             probe->exif = seg + 6;
             probe->exif_len = seglen - 6;
+        } else if (m == 0xc4 && !dht_valid(seg, seglen, &tables)) {
+            return ln_reject(info, LN_REASON_CORRUPT, "JPEG Huffman table (DHT) is invalid");
         } else if (m == 0xda) {
             if (!have_sof)
                 return ln_reject(info, LN_REASON_CORRUPT, "JPEG scan (SOS) comes before the frame header (SOF)");
             scans = 1;
+            probe->jpeg_default_tables |=
+                scan_needs_default_tables(seg, seglen, tables, probe->jpeg_sof == 0xc2 || probe->jpeg_sof == 0xca);
             break;
         }
     }
@@ -162,6 +204,11 @@ ln_reason ln_check_jpeg(const uint8_t *d, size_t n, ln_probe *probe, ln_decode_i
                              marker_name(m, name), len);
         if (len > n - pos)
             return ln_reject(info, LN_REASON_TRUNCATED, "%s", cut);
+        if (m == 0xc4 && !dht_valid(d + pos + 2, len - 2, &tables))
+            return ln_reject(info, LN_REASON_CORRUPT, "JPEG Huffman table (DHT) is invalid");
+        if (m == 0xda)
+            probe->jpeg_default_tables |= scan_needs_default_tables(
+                d + pos + 2, len - 2, tables, probe->jpeg_sof == 0xc2 || probe->jpeg_sof == 0xca);
         pos += len;
         if (m == 0xda && ++scans > LN_JPEG_MAX_SCANS)
             return ln_reject(info, LN_REASON_CORRUPT, "JPEG has more than %d scans (a crafted file?)",

@@ -317,3 +317,35 @@ def seed_files():
             name = c.name if isinstance(c.name, str) else os.fsdecode(c.name)
             out.append((name, c.data))
     return out
+
+
+def jpeg_segments(jpeg):
+    """(marker, start, end) of each header segment before the first scan."""
+    out, pos = [], 2
+    while pos < len(jpeg) and jpeg[pos] == 0xFF:
+        marker = jpeg[pos + 1]
+        end = pos + 2 + struct.unpack(">H", jpeg[pos + 2:pos + 4])[0]
+        out.append((marker, pos, end))
+        if marker == 0xDA:
+            break
+        pos = end
+    return out
+
+
+def jpeg_without_huffman_tables(jpeg):
+    """Drop every DHT segment: a Motion-JPEG style frame that relies on the standard tables."""
+    for marker, start, end in reversed(jpeg_segments(jpeg)):
+        if marker == 0xC4:
+            jpeg = jpeg[:start] + jpeg[end:]
+    return jpeg
+
+
+def jpeg_with_overfull_huffman_table(jpeg):
+    """A DHT table whose 16 code counts add up to more than 256 symbols."""
+    for marker, start, end in jpeg_segments(jpeg):
+        if marker == 0xC4:
+            counts = bytes([0, 0, 0, 0, 0, 0, 0, 0, 200, 200, 0, 0, 0, 0, 0, 0])
+            body = b"\x10" + counts + bytes(400)
+            seg = b"\xff\xc4" + struct.pack(">H", len(body) + 2) + body
+            return jpeg[:start] + seg + jpeg[start:]
+    raise ValueError("no DHT")
