@@ -310,3 +310,12 @@ def test_stb_path_keeps_libjpeg_decode_for_damaged_data(corpus):
     r = imageio.decode_file(corpus["damaged_scan.jpg"].path, jpeg_decoder="stb")
     assert r.ok and "decoder_warning" in r.notes
     assert np.array_equal(r.pixels, imageio.decode_file(corpus["damaged_scan.jpg"].path).pixels)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_permission_denied_is_unreadable(tmp_path):
+    p = tmp_path / "secret.png"
+    p.write_bytes(files.encode(files.rgb_image(), "PNG"))
+    p.chmod(0)
+    r = imageio.decode_file(p)
+    assert r.reason == "unreadable" and "permission denied" in r.message.lower()

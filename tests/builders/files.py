@@ -290,6 +290,17 @@ def build_cases():
     png_exif = encode(rgb_image(30, 20, seed=14), "PNG", exif=b"Exif\x00\x00" + exif_block(6, False))
     add("orient_6.png", png_exif, "ok", "png", frozenset({"exif_orientation"}), reference=_ref(png_exif),
         extra={"orientation": 6})
+    webp_exif = encode(rgb_image(30, 20, seed=15), "WEBP", lossless=True,
+                       exif=b"Exif\x00\x00" + exif_block(3, True))
+    add("orient_3.webp", webp_exif, "ok", "webp", frozenset({"exif_orientation"}), reference=_ref(webp_exif),
+        extra={"orientation": 3})
+    pal4 = rgb_image(21, 13, seed=16).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal4_png = encode(pal4, "PNG", bits=4)
+    add("palette_4bit.png", pal4_png, "ok", "png", reference=_ref(pal4_png))
+    bilevel = encode(rgb_image(19, 11, seed=17).convert("1"), "PNG")
+    add("bilevel.png", bilevel, "ok", "png", reference=_ref(bilevel))
+    tgif = encode(pal, "GIF", transparency=3)
+    add("transparent.gif", tgif, "ok", "gif", frozenset({"alpha"}), reference=_ref(tgif))
     return cases
 
 
