@@ -319,3 +319,11 @@ def test_permission_denied_is_unreadable(tmp_path):
     p.chmod(0)
     r = imageio.decode_file(p)
     assert r.reason == "unreadable" and "permission denied" in r.message.lower()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_on_a_picture_larger_than_a_tile(orientation):
+    data = files.jpeg_with_exif(files.encode(files.rgb_image(150, 97, seed=3), "JPEG", quality=90), orientation,
+                                big_endian=orientation > 4)
+    r = imageio.decode(data)
+    assert np.array_equal(r.pixels, files.pillow_rgb(data))
