@@ -104,9 +104,10 @@ static ln_reason check_structure(const uint8_t *d, size_t n, ln_probe *probe, ln
     }
 }
 
-/* stb_image 2.27 (Debian's) reads out of bounds on some damaged JPEG entropy data, so the
- * stb path only sees files libjpeg decodes without a warning (checked at 1/8 scale, which
- * still reads every Huffman code). Damaged files keep libjpeg's full decode instead. */
+/* Debian's stb_image 2.27 is not safe on damaged JPEG entropy data (fuzzing hit undefined
+ * shifts in its bit reader; later stb releases fixed out-of-bounds reads in its Huffman
+ * decoder), so the stb path only sees files libjpeg decodes without a warning, checked at 1/8
+ * scale, which still reads every Huffman code. Damaged files keep libjpeg's full decode. */
 static int decode_jpeg_stb(const uint8_t *d, size_t n, const ln_decode_opts *opts, const ln_probe *probe,
                            ln_image *out, ln_decode_info *info, ln_error *err)
 {
