@@ -327,3 +327,10 @@ def test_orientation_on_a_picture_larger_than_a_tile(orientation):
                                 big_endian=orientation > 4)
     r = imageio.decode(data)
     assert np.array_equal(r.pixels, files.pillow_rgb(data))
+
+
+def test_short_bmp_with_an_unsupported_header_size():
+    """Found by fuzzing: a 16-byte OS/2 header in a 30-byte file; fields past it must not be read."""
+    data = bytes.fromhex("424d9a03000000565038 4c010000 10000000 1400 0000 0000 0000 000c 66f1".replace(" ", ""))
+    r = imageio.decode(data)
+    assert r.format == "bmp" and r.reason == "unsupported_format" and "16-byte header" in r.message

@@ -270,6 +270,13 @@ ln_reason ln_check_bmp(const uint8_t *d, size_t n, ln_probe *probe, ln_decode_in
     uint32_t offset = ln_rd32le(d + 10), compression = 0;
     int64_t w, h;
     int bpp;
+    info->bit_depth = 8;
+    info->frames = 1;
+    info->channels = 3;
+    /* Refuse the variants we do not decode before reading fields they may not have. */
+    if (hsz != 12 && hsz != 40 && hsz != 56 && hsz != 108 && hsz != 124)
+        return ln_reject(info, LN_REASON_UNSUPPORTED,
+                         "BMP with a %u-byte header (OS/2 2.x or a rare variant) is not supported", hsz);
     if (hsz == 12) { /* OS/2 1.x core header */
         w = ln_rd16le(d + 18);
         h = ln_rd16le(d + 20);
@@ -282,17 +289,11 @@ ln_reason ln_check_bmp(const uint8_t *d, size_t n, ln_probe *probe, ln_decode_in
     }
     if (h < 0)
         h = -h; /* top-down rows */
-    info->bit_depth = 8;
-    info->frames = 1;
-    info->channels = 3;
     if (w <= 0 || h <= 0 || w > 0x7fffffff || h > 0x7fffffff)
         return ln_reject(info, LN_REASON_CORRUPT, "BMP header gives an invalid size %lldx%lld", (long long)w,
                          (long long)h);
     info->width = (int)w;
     info->height = (int)h;
-    if (hsz != 12 && hsz != 40 && hsz != 56 && hsz != 108 && hsz != 124)
-        return ln_reject(info, LN_REASON_UNSUPPORTED, "BMP with a %u-byte header (OS/2 2.x or rare variant) is not supported",
-                         hsz);
     if (compression == 1 || compression == 2)
         return ln_reject(info, LN_REASON_UNSUPPORTED, "run-length-compressed BMP (RLE%d) is not supported",
                          compression == 1 ? 8 : 4);
