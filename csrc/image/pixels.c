@@ -43,32 +43,31 @@ static inline int put_rgb(uint8_t *o, const unsigned *s, int channels)
     }
 }
 
-int ln_pixels_to_rgb(const uint8_t *src, int channels, int width, int height, ln_image *dst)
+/* One loop for both sample widths; `wide` is loop-invariant, so the compiler splits it. */
+static int to_rgb(const void *src, int wide, int channels, int width, int height, ln_image *dst)
 {
+    const uint8_t *s8 = src;
+    const uint16_t *s16 = src;
+    size_t i = 0;
     int translucent = 0;
     for (int y = 0; y < height; y++) {
         uint8_t *o = dst->data + (size_t)y * dst->stride;
-        for (int x = 0; x < width; x++, src += channels, o += 3) {
+        for (int x = 0; x < width; x++, o += 3) {
             unsigned s[4];
-            for (int c = 0; c < channels; c++)
-                s[c] = src[c];
+            for (int c = 0; c < channels; c++, i++)
+                s[c] = wide ? s16[i] >> 8u : s8[i]; /* the high byte, as Pillow's ;16B unpackers */
             translucent |= put_rgb(o, s, channels);
         }
     }
     return translucent;
 }
 
+int ln_pixels_to_rgb(const uint8_t *src, int channels, int width, int height, ln_image *dst)
+{
+    return to_rgb(src, 0, channels, width, height, dst);
+}
+
 int ln_pixels16_to_rgb(const uint16_t *src, int channels, int width, int height, ln_image *dst)
 {
-    int translucent = 0;
-    for (int y = 0; y < height; y++) {
-        uint8_t *o = dst->data + (size_t)y * dst->stride;
-        for (int x = 0; x < width; x++, src += channels, o += 3) {
-            unsigned s[4];
-            for (int c = 0; c < channels; c++)
-                s[c] = src[c] >> 8; /* the high byte, as Pillow's RGB;16B / RGBA;16B / LA;16B */
-            translucent |= put_rgb(o, s, channels);
-        }
-    }
-    return translucent;
+    return to_rgb(src, 1, channels, width, height, dst);
 }

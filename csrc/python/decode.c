@@ -14,10 +14,24 @@ typedef struct {
     char ext[64];
 } py_decode_opts;
 
+/* The keyword-only options every decode function takes, as PyArg_Parse sees them. */
+typedef struct {
+    PyObject *ext, *max_pixels;
+    const char *jpeg_decoder;
+    int draft, orient, header_only;
+} option_args;
+
+#define OPTION_ARGS_INIT {Py_None, Py_None, "libjpeg", 0, 1, 0}
+#define OPTION_KWLIST "ext", "max_pixels", "jpeg_decoder", "jpeg_draft_min_side", "apply_orientation", "header_only"
+#define OPTION_FORMAT "OOsipp"
+#define OPTION_REFS(a) &(a).ext, &(a).max_pixels, &(a).jpeg_decoder, &(a).draft, &(a).orient, &(a).header_only
+
 /* Fills o from the shared keyword arguments. Returns 0, or -1 with an exception set. */
-static int parse_opts(PyObject *ext, PyObject *max_pixels, const char *jpeg_decoder, int draft, int orient,
-                      int header_only, py_decode_opts *o)
+static int parse_opts(const option_args *a, py_decode_opts *o)
 {
+    PyObject *ext = a->ext, *max_pixels = a->max_pixels;
+    const char *jpeg_decoder = a->jpeg_decoder;
+    int draft = a->draft;
     ln_decode_opts_init(&o->opts);
     o->ext[0] = '\0';
     if (ext && ext != Py_None) {
@@ -67,8 +81,8 @@ static int parse_opts(PyObject *ext, PyObject *max_pixels, const char *jpeg_deco
         return -1;
     }
     o->opts.jpeg_draft_min_side = draft;
-    o->opts.apply_orientation = orient;
-    o->opts.header_only = header_only;
+    o->opts.apply_orientation = a->orient;
+    o->opts.header_only = a->header_only;
     return 0;
 }
 
@@ -146,65 +160,51 @@ static PyObject *result_tuple(ln_image *img, const ln_decode_info *info)
     return Py_BuildValue("(NN)", arr, d);
 }
 
-static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kw)
+/* (pixels | None, info) from one ln_decode_memory or ln_decode_file call, GIL released. */
+static PyObject *decode_released(PyObject *self, const Py_buffer *view, const char *path, const ln_decode_opts *opts)
 {
-    static char *kwlist[] = {"data", "ext", "max_pixels", "jpeg_decoder", "jpeg_draft_min_side",
-                             "apply_orientation", "header_only", NULL};
-    PyObject *data, *ext = Py_None, *max_pixels = Py_None;
-    const char *jpeg_decoder = "libjpeg";
-    int draft = 0, orient = 1, header_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOsipp:decode", kwlist, &data, &ext, &max_pixels, &jpeg_decoder,
-                                     &draft, &orient, &header_only))
-        return NULL;
-    py_decode_opts o;
-    if (parse_opts(ext, max_pixels, jpeg_decoder, draft, orient, header_only, &o) < 0)
-        return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
     ln_image img;
     ln_decode_info info;
     ln_error err;
     int rc;
     ln_error_clear(&err);
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_decode_memory(view.buf, (size_t)view.len, &o.opts, &img, &info, &err);
+    rc = view ? ln_decode_memory(view->buf, (size_t)view->len, opts, &img, &info, &err)
+              : ln_decode_file(path, opts, &img, &info, &err);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
     if (rc != LN_OK)
         return ln_py_raise(self, &err);
     return result_tuple(&img, &info);
 }
 
+static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"data", OPTION_KWLIST, NULL};
+    PyObject *data;
+    option_args a = OPTION_ARGS_INIT;
+    py_decode_opts o;
+    Py_buffer view;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$" OPTION_FORMAT ":decode", kwlist, &data, OPTION_REFS(a)) ||
+        parse_opts(&a, &o) < 0 || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = decode_released(self, &view, NULL, &o.opts);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *py_decode_file(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"path", "ext", "max_pixels", "jpeg_decoder", "jpeg_draft_min_side",
-                             "apply_orientation", "header_only", NULL};
-    PyObject *path = NULL, *ext = Py_None, *max_pixels = Py_None;
-    const char *jpeg_decoder = "libjpeg";
-    int draft = 0, orient = 1, header_only = 0;
-    /* bytes paths (os.fsencode) so names that are not UTF-8 still work */
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|$OOsipp:decode_file", kwlist, PyUnicode_FSConverter, &path, &ext,
-                                     &max_pixels, &jpeg_decoder, &draft, &orient, &header_only))
-        return NULL;
+    static char *kwlist[] = {"path", OPTION_KWLIST, NULL};
+    PyObject *path = NULL;
+    option_args a = OPTION_ARGS_INIT;
     py_decode_opts o;
-    if (parse_opts(ext, max_pixels, jpeg_decoder, draft, orient, header_only, &o) < 0) {
-        Py_DECREF(path);
+    /* bytes paths (os.fsencode) so names that are not UTF-8 still work */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|$" OPTION_FORMAT ":decode_file", kwlist, PyUnicode_FSConverter,
+                                     &path, OPTION_REFS(a)))
         return NULL;
-    }
-    ln_image img;
-    ln_decode_info info;
-    ln_error err;
-    int rc;
-    ln_error_clear(&err);
-    const char *p = PyBytes_AS_STRING(path);
-    Py_BEGIN_ALLOW_THREADS
-    rc = ln_decode_file(p, &o.opts, &img, &info, &err);
-    Py_END_ALLOW_THREADS
+    PyObject *result = parse_opts(&a, &o) < 0 ? NULL : decode_released(self, NULL, PyBytes_AS_STRING(path), &o.opts);
     Py_DECREF(path);
-    if (rc != LN_OK)
-        return ln_py_raise(self, &err);
-    return result_tuple(&img, &info);
+    return result;
 }
 
 typedef struct {
@@ -228,17 +228,14 @@ static void decode_one(void *vctx, size_t i, int worker)
 
 static PyObject *py_decode_files(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"paths", "threads", "ext", "max_pixels", "jpeg_decoder", "jpeg_draft_min_side",
-                             "apply_orientation", "header_only", NULL};
-    PyObject *paths, *threads_obj = Py_None, *ext = Py_None, *max_pixels = Py_None;
-    const char *jpeg_decoder = "libjpeg";
-    int draft = 0, orient = 1, header_only = 0, threads;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O$OOsipp:decode_files", kwlist, &paths, &threads_obj, &ext,
-                                     &max_pixels, &jpeg_decoder, &draft, &orient, &header_only))
-        return NULL;
+    static char *kwlist[] = {"paths", "threads", OPTION_KWLIST, NULL};
+    PyObject *paths, *threads_obj = Py_None;
+    option_args a = OPTION_ARGS_INIT;
     py_decode_opts o;
-    if (ln_py_threads_arg(threads_obj, &threads) < 0 ||
-        parse_opts(ext, max_pixels, jpeg_decoder, draft, orient, header_only, &o) < 0)
+    int threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O$" OPTION_FORMAT ":decode_files", kwlist, &paths, &threads_obj,
+                                     OPTION_REFS(a)) ||
+        ln_py_threads_arg(threads_obj, &threads) < 0 || parse_opts(&a, &o) < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(paths, "paths must be a sequence of str, bytes or os.PathLike");
     if (!seq)
