@@ -53,7 +53,7 @@ test-asan: install
 
 fuzz: deps-test
 	bash tests/fuzz/build.sh
-	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(PY)
 
 bench: build
 	$(PY) bench/bench_hash.py

@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 static ln_simd_level level_from_name(const char *s, ln_simd_level fallback)
 {
     if (!s || !*s)
@@ -27,7 +31,10 @@ ln_simd_level ln_simd_detect(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("sse4.1"))
         hw = LN_SIMD_SSE41;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    /* F16C via CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know it. */
+    unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+    int f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29));
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)
         hw = LN_SIMD_AVX2;
     if (hw == LN_SIMD_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
         hw = LN_SIMD_AVX512;
