@@ -12,6 +12,7 @@
 #include <numpy/arrayobject.h>
 
 #include "ln_common.h"
+#include "ln_image.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
  * `module` is the _native module (the `self` of every module function). */
@@ -21,6 +22,11 @@ PyObject *ln_py_native_error(PyObject *module);
 
 /* threads= argument: None or int >= 0 (0 = all cores). */
 int ln_py_threads_arg(PyObject *obj, int *out);
+
+/* A uint8 array of shape (H, W) or (H, W, C), C in {1, 3, 4}, as an ln_image view (defined in
+ * resample.c). *holder receives a new reference keeping the pixels alive (the array itself,
+ * or a C-contiguous copy when its strides are not ours); `what` names it in error messages. */
+int ln_py_image_arg(PyObject *obj, const char *what, ln_image *img, PyObject **holder);
 
 /* Per-area registration: each glue file adds its functions to the module. */
 int ln_py_register_info(PyObject *m);
