@@ -152,39 +152,43 @@ static uint64_t phash_bits(const ln_dct32_plan *plan, const uint8_t *px)
     return pack_bits(bits);
 }
 
-/* One source row through a target's horizontal pass (or a plain copy when it has none). */
-static void target_rows(hash_target *t, int y, int nrows, const uint8_t *const gray[2], int16_t *const wide[2],
-                        int avx2)
+/* Up to ROWS_AT_ONCE source rows through a target's horizontal pass (or a plain copy when it has none). */
+#define ROWS_AT_ONCE 4
+static void target_rows(hash_target *t, int y, int nrows, const uint8_t *const gray[ROWS_AT_ONCE],
+                        int16_t *const wide[ROWS_AT_ONCE], int avx2)
 {
-    int first = t->kv->first, last = t->kv->last;
-    int in0 = y >= first && y < last, in1 = nrows > 1 && y + 1 >= first && y + 1 < last;
-    uint8_t *o0 = in0 ? t->temp + (size_t)(y - first) * TEMP_STRIDE : NULL;
-    uint8_t *o1 = in1 ? t->temp + (size_t)(y + 1 - first) * TEMP_STRIDE : NULL;
+    int first = t->kv->first, last = t->kv->last, inside = 0;
+    uint8_t *o[ROWS_AT_ONCE] = {NULL};
+    for (int r = 0; r < nrows; r++)
+        if (y + r >= first && y + r < last) {
+            o[r] = t->temp + (size_t)(y + r - first) * TEMP_STRIDE;
+            inside++;
+        }
     if (!t->need_h) {
-        if (in0)
-            memcpy(o0, gray[0], (size_t)t->w);
-        if (in1)
-            memcpy(o1, gray[1], (size_t)t->w);
+        for (int r = 0; r < nrows; r++)
+            if (o[r])
+                memcpy(o[r], gray[r], (size_t)t->w);
         return;
     }
 #ifdef LN_X86_SIMD
     if (avx2 && t->kh->simd_ok) {
-        if (in0 && in1)
-            ln_hrow1x2_avx2(t->kh, wide[0], wide[1], o0, o1);
-        else if (in0)
-            ln_hrow1_avx2(t->kh, wide[0], o0);
-        else if (in1)
-            ln_hrow1_avx2(t->kh, wide[1], o1);
+        if (inside == ROWS_AT_ONCE) {
+            ln_hrow1x4_avx2(t->kh, (const int16_t *const *)wide, o);
+            return;
+        }
+        for (int r = 0; r < nrows; r++)
+            if (o[r])
+                ln_hrow1_avx2(t->kh, wide[r], o[r]);
         return;
     }
 #else
     (void)wide;
     (void)avx2;
+    (void)inside;
 #endif
-    if (in0)
-        ln_hrow_scalar(t->kh, gray[0], 1, o0);
-    if (in1)
-        ln_hrow_scalar(t->kh, gray[1], 1, o1);
+    for (int r = 0; r < nrows; r++)
+        if (o[r])
+            ln_hrow_scalar(t->kh, gray[r], 1, o[r]);
 }
 
 static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, ln_error *err)
@@ -229,15 +233,20 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
         ymax = t[i].kv->last > ymax ? t[i].kv->last : ymax;
         temp_bytes += round32((size_t)(t[i].kv->last - t[i].kv->first) * TEMP_STRIDE);
     }
-    /* scratch: [2 widened rows][2 gray rows][whole L image][temps] */
+    /* scratch: [widened rows][gray rows][whole L image][temps] */
     size_t wide_bytes = round32(((size_t)W + LN_ROW_PAD) * sizeof(int16_t));
     size_t gray_bytes = img->channels == 1 ? 0 : round32((size_t)W);
     size_t image_bytes = whole_gray ? round32((size_t)W * (size_t)H) : 0;
-    if ((rc = ctx_reserve(ctx, 2 * wide_bytes + 2 * gray_bytes + image_bytes + temp_bytes, err)) != LN_OK)
+    size_t rows_bytes = ROWS_AT_ONCE * (wide_bytes + gray_bytes);
+    if ((rc = ctx_reserve(ctx, rows_bytes + image_bytes + temp_bytes, err)) != LN_OK)
         return rc;
-    int16_t *wide[2] = {(int16_t *)ctx->scratch, (int16_t *)(ctx->scratch + wide_bytes)};
-    uint8_t *gray_buf[2] = {ctx->scratch + 2 * wide_bytes, ctx->scratch + 2 * wide_bytes + gray_bytes};
-    uint8_t *p = ctx->scratch + 2 * wide_bytes + 2 * gray_bytes;
+    int16_t *wide[ROWS_AT_ONCE];
+    uint8_t *gray_buf[ROWS_AT_ONCE];
+    for (int r = 0; r < ROWS_AT_ONCE; r++) {
+        wide[r] = (int16_t *)(ctx->scratch + (size_t)r * wide_bytes);
+        gray_buf[r] = ctx->scratch + ROWS_AT_ONCE * wide_bytes + (size_t)r * gray_bytes;
+    }
+    uint8_t *p = ctx->scratch + rows_bytes;
     ln_image src = *img;
     if (whole_gray) {
         src = ln_image_view(p, W, H, 1, (size_t)W);
@@ -252,9 +261,9 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
         p += round32((size_t)(t[i].kv->last - t[i].kv->first) * TEMP_STRIDE);
     }
 
-    for (int y = ymin; y < ymax; y += 2) {
-        int nrows = y + 1 < ymax ? 2 : 1;
-        const uint8_t *gray[2] = {NULL, NULL};
+    for (int y = ymin; y < ymax; y += ROWS_AT_ONCE) {
+        int nrows = ymax - y < ROWS_AT_ONCE ? ymax - y : ROWS_AT_ONCE;
+        const uint8_t *gray[ROWS_AT_ONCE] = {NULL};
         for (int r = 0; r < nrows; r++) {
             const uint8_t *row = src.data + (size_t)(y + r) * src.stride;
             if (src.channels == 1) {

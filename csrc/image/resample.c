@@ -102,25 +102,28 @@ static int horizontal_pass(const ln_kernels *kh, const uint8_t *src, size_t src_
     if (avx2 && kh->simd_ok) {
         size_t lanes = (size_t)(channels == 1 ? 1 : 4);
         size_t row_len = ((size_t)width + LN_ROW_PAD) * lanes;
-        int16_t *buf = malloc(2 * row_len * sizeof *buf);
+        int16_t *buf = malloc(4 * row_len * sizeof *buf);
         if (!buf)
             return ln_fail(err, LN_ERR_NOMEM, "out of memory for resample row buffers");
-        int16_t *r0 = buf, *r1 = buf + row_len;
         int y = 0;
         if (channels == 1) {
-            for (; y + 1 < rows; y += 2) {
-                ln_widen_row1_avx2(src + (size_t)y * src_stride, width, r0);
-                ln_widen_row1_avx2(src + (size_t)(y + 1) * src_stride, width, r1);
-                ln_hrow1x2_avx2(kh, r0, r1, dst + (size_t)y * dst_stride, dst + (size_t)(y + 1) * dst_stride);
+            for (; y + 3 < rows; y += 4) {
+                const int16_t *r[4] = {buf, buf + row_len, buf + 2 * row_len, buf + 3 * row_len};
+                uint8_t *o[4];
+                for (int i = 0; i < 4; i++) {
+                    ln_widen_row1_avx2(src + (size_t)(y + i) * src_stride, width, (int16_t *)r[i]);
+                    o[i] = dst + (size_t)(y + i) * dst_stride;
+                }
+                ln_hrow1x4_avx2(kh, r, o);
             }
-            if (y < rows) {
-                ln_widen_row1_avx2(src + (size_t)y * src_stride, width, r0);
-                ln_hrow1_avx2(kh, r0, dst + (size_t)y * dst_stride);
+            for (; y < rows; y++) {
+                ln_widen_row1_avx2(src + (size_t)y * src_stride, width, buf);
+                ln_hrow1_avx2(kh, buf, dst + (size_t)y * dst_stride);
             }
         } else {
             for (; y < rows; y++) {
-                ln_widen_row4_avx2(src + (size_t)y * src_stride, channels, width, r0);
-                ln_hrow4_avx2(kh, r0, channels, dst + (size_t)y * dst_stride);
+                ln_widen_row4_avx2(src + (size_t)y * src_stride, channels, width, buf);
+                ln_hrow4_avx2(kh, buf, channels, dst + (size_t)y * dst_stride);
             }
         }
         free(buf);

@@ -1,8 +1,9 @@
 /* AVX2 row passes of the Pillow-exact resampler and the luma conversion.
- * Weights are up to 23-bit integers, split as k = hi * 2^15 + lo with lo in [0, 2^15) so
- * that both halves fit _mm256_madd_epi16 against 8-bit pixels; the int32 lane sums wrap
- * exactly like Pillow's int accumulator, so the result is bit-identical to the scalar
- * reference whatever the summation order. */
+ * Weights are up to 23-bit integers, split as k = hi * 2^16 + lo with both halves int16 so
+ * that they fit _mm256_madd_epi16 against 8-bit pixels; the int32 lane sums wrap exactly
+ * like Pillow's int accumulator, so the result is bit-identical to the scalar reference
+ * whatever the summation order. The high halves are zero away from the filter's peak
+ * when downscaling, and the 1-channel kernels skip those blocks. */
 #include "resample_internal.h"
 
 #ifdef LN_X86_SIMD
@@ -26,10 +27,10 @@ AVX2 static inline uint32_t hsum_epi32(__m256i v)
     return (uint32_t)_mm_cvtsi128_si32(s);
 }
 
-/* lo + hi * 2^15, lane-wise (mod 2^32). */
+/* lo + hi * 2^16, lane-wise (mod 2^32). */
 AVX2 static inline __m256i join_halves(__m256i lo, __m256i hi)
 {
-    return _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 15));
+    return _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 16));
 }
 
 AVX2 void ln_widen_row1_avx2(const uint8_t *src, int width, int16_t *dst)
@@ -42,27 +43,48 @@ AVX2 void ln_widen_row1_avx2(const uint8_t *src, int width, int16_t *dst)
     memset(dst + width, 0, LN_ROW_PAD * sizeof *dst);
 }
 
-AVX2 void ln_hrow1x2_avx2(const ln_kernels *kt, const int16_t *r0, const int16_t *r1, uint8_t *o0, uint8_t *o1)
+#define LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define MADD_ADD(acc, v, c) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(v, c))
+
+AVX2 void ln_hrow1x4_avx2(const ln_kernels *kt, const int16_t *const r[4], uint8_t *const o[4])
 {
     for (int xx = 0; xx < kt->out_size; xx++) {
         const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride;
         const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride;
-        const int16_t *p0 = r0 + kt->start[xx], *p1 = r1 + kt->start[xx];
-        int n = kt->count[xx];
-        __m256i a0 = _mm256_setzero_si256(), b0 = a0, a1 = a0, b1 = a0;
-        /* Weights past count are zero and the rows carry LN_ROW_PAD zeros, so whole vectors are safe. */
-        for (int i = 0; i < n; i += 16) {
-            __m256i cl = _mm256_loadu_si256((const __m256i *)(lo + i));
-            __m256i ch = _mm256_loadu_si256((const __m256i *)(hi + i));
-            __m256i v0 = _mm256_loadu_si256((const __m256i *)(p0 + i));
-            __m256i v1 = _mm256_loadu_si256((const __m256i *)(p1 + i));
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v0, cl));
-            b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(v0, ch));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v1, cl));
-            b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(v1, ch));
+        int s = kt->start[xx], n = kt->count[xx], hb = kt->hi_begin[xx], he = kt->hi_end[xx], i = 0;
+        const int16_t *p0 = r[0] + s, *p1 = r[1] + s, *p2 = r[2] + s, *p3 = r[3] + s;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        /* Weights past count are zero and rows carry LN_ROW_PAD zeros: whole vectors are safe. */
+        for (; i < hb; i += 16) {
+            __m256i cl = LOAD(lo + i);
+            MADD_ADD(a0, LOAD(p0 + i), cl);
+            MADD_ADD(a1, LOAD(p1 + i), cl);
+            MADD_ADD(a2, LOAD(p2 + i), cl);
+            MADD_ADD(a3, LOAD(p3 + i), cl);
         }
-        o0[xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a0, b0))));
-        o1[xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a1, b1))));
+        for (; i < he; i += 16) {
+            __m256i cl = LOAD(lo + i), ch = LOAD(hi + i);
+            __m256i v0 = LOAD(p0 + i), v1 = LOAD(p1 + i), v2 = LOAD(p2 + i), v3 = LOAD(p3 + i);
+            MADD_ADD(a0, v0, cl);
+            MADD_ADD(b0, v0, ch);
+            MADD_ADD(a1, v1, cl);
+            MADD_ADD(b1, v1, ch);
+            MADD_ADD(a2, v2, cl);
+            MADD_ADD(b2, v2, ch);
+            MADD_ADD(a3, v3, cl);
+            MADD_ADD(b3, v3, ch);
+        }
+        for (; i < n; i += 16) {
+            __m256i cl = LOAD(lo + i);
+            MADD_ADD(a0, LOAD(p0 + i), cl);
+            MADD_ADD(a1, LOAD(p1 + i), cl);
+            MADD_ADD(a2, LOAD(p2 + i), cl);
+            MADD_ADD(a3, LOAD(p3 + i), cl);
+        }
+        o[0][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a0, b0))));
+        o[1][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a1, b1))));
+        o[2][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a2, b2))));
+        o[3][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a3, b3))));
     }
 }
 
@@ -72,12 +94,13 @@ AVX2 void ln_hrow1_avx2(const ln_kernels *kt, const int16_t *r0, uint8_t *o0)
         const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride;
         const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride;
         const int16_t *p0 = r0 + kt->start[xx];
-        int n = kt->count[xx];
+        int n = kt->count[xx], hb = kt->hi_begin[xx], he = kt->hi_end[xx];
         __m256i a0 = _mm256_setzero_si256(), b0 = a0;
         for (int i = 0; i < n; i += 16) {
-            __m256i v0 = _mm256_loadu_si256((const __m256i *)(p0 + i));
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v0, _mm256_loadu_si256((const __m256i *)(lo + i))));
-            b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(v0, _mm256_loadu_si256((const __m256i *)(hi + i))));
+            __m256i v0 = LOAD(p0 + i);
+            MADD_ADD(a0, v0, LOAD(lo + i));
+            if (i >= hb && i < he)
+                MADD_ADD(b0, v0, LOAD(hi + i));
         }
         o0[xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a0, b0))));
     }

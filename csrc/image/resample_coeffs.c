@@ -66,21 +66,26 @@ static const filter_def FILTERS[] = {
 /* Lanczos costs two sin() calls per weight, which dominated hashing. Weights are a pure
  * function of the exact double argument, and integer or dyadic scale factors (1024/8,
  * 768/32, ...) repeat the same arguments across outputs, so remember them by bit pattern.
- * Bounded open addressing; when full it just stops remembering. */
+ * The filter is even bit for bit inside its support (IEEE negation is exact and sin is
+ * odd), so |x| is the key, which also pairs mirrored outputs. Bounded open addressing;
+ * when full it just stops remembering. */
 #define MEMO_BITS 12
 #define MEMO_SIZE (1u << MEMO_BITS)
 #define MEMO_PROBES 8
 
 typedef struct {
-    uint64_t key[MEMO_SIZE]; /* 0 = empty; the argument +0.0 is never stored */
+    uint64_t key[MEMO_SIZE]; /* 0 = empty; the argument 0.0 is never stored */
     double val[MEMO_SIZE];
 } filter_memo;
 
 static double memo_eval(filter_memo *memo, double (*fn)(double), double x)
 {
+    if (!memo || !(fabs(x) < 3.0))
+        return fn(x);
+    x = fabs(x);
     uint64_t bits;
     memcpy(&bits, &x, sizeof bits);
-    if (!memo || bits == 0)
+    if (bits == 0)
         return fn(x);
     uint32_t h = (uint32_t)((bits * 0x9E3779B97F4A7C15ull) >> (64 - MEMO_BITS));
     for (int probe = 0; probe < MEMO_PROBES; probe++) {
@@ -112,6 +117,8 @@ void ln_kernels_free(ln_kernels *kt)
     free(kt->k);
     free(kt->k_lo);
     free(kt->k_hi);
+    free(kt->hi_begin);
+    free(kt->hi_end);
     memset(kt, 0, sizeof *kt);
 }
 
@@ -150,8 +157,10 @@ int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_
     kt->k = calloc(nk, sizeof *kt->k);
     kt->k_lo = calloc(nk, sizeof *kt->k_lo);
     kt->k_hi = calloc(nk, sizeof *kt->k_hi);
+    kt->hi_begin = malloc((size_t)out_size * sizeof *kt->hi_begin);
+    kt->hi_end = malloc((size_t)out_size * sizeof *kt->hi_end);
     if (!w || (filter == LN_FILTER_LANCZOS && !memo) || !kt->start || !kt->count || !kt->k || !kt->k_lo ||
-        !kt->k_hi) {
+        !kt->k_hi || !kt->hi_begin || !kt->hi_end) {
         free(w);
         free(memo);
         ln_kernels_free(kt);
@@ -190,15 +199,26 @@ int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_
         kt->start[xx] = xmin;
         kt->count[xx] = n;
         int32_t *k = kt->k + (size_t)xx * kstride;
+        int hi_first = -1, hi_last = -1;
         for (int x = 0; x < n; x++) {
             int32_t v = fixed_point(w[x]);
-            k[x] = v;
-            int32_t hi = v >> 15;
+            /* Signed 16-bit low half: downscale weights mostly stay below 2^15, so the
+             * vector kernels can skip the high half outside the filter's peak. */
+            int16_t lo = (int16_t)(uint16_t)((uint32_t)v & 0xffffu);
+            int32_t hi = (int32_t)(((int64_t)v - lo) / 65536);
             if (hi < INT16_MIN || hi > INT16_MAX)
                 kt->simd_ok = 0;
+            if (hi != 0) {
+                if (hi_first < 0)
+                    hi_first = x;
+                hi_last = x;
+            }
+            k[x] = v;
+            kt->k_lo[(size_t)xx * kstride + x] = lo;
             kt->k_hi[(size_t)xx * kstride + x] = (int16_t)hi;
-            kt->k_lo[(size_t)xx * kstride + x] = (int16_t)(v & 0x7fff);
         }
+        kt->hi_begin[xx] = hi_first < 0 ? 0 : hi_first & ~15;
+        kt->hi_end[xx] = hi_first < 0 ? 0 : (hi_last + 16) & ~15;
     }
     kt->first = kt->start[0];
     kt->last = kt->start[out_size - 1] + kt->count[out_size - 1];

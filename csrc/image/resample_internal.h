@@ -22,8 +22,9 @@ typedef struct {
     int simd_ok;     /* every weight splits exactly into the int16 halves below */
     int *start, *count;
     int32_t *k;      /* out_size * kstride, zero past count */
-    int16_t *k_lo;   /* k & 0x7fff: k == k_hi * 2^15 + k_lo */
-    int16_t *k_hi;   /* k >> 15 */
+    int16_t *k_lo;   /* low 16 bits as signed: k == k_hi * 2^16 + k_lo */
+    int16_t *k_hi;   /* (k - k_lo) >> 16: zero wherever |k| < 2^15 */
+    int *hi_begin, *hi_end; /* per output: the 16-tap blocks [begin, end) where some k_hi != 0 */
 } ln_kernels;
 
 int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
@@ -53,9 +54,9 @@ void ln_gray_row_scalar(const uint8_t *src, int channels, int width, uint8_t *ou
 /* AVX2 versions (csrc/image/resample_avx2.c); callers check ln_simd_detect() and kt->simd_ok. */
 /* Widen a 1-channel row to int16 with LN_ROW_PAD zeros after it (dst holds width + LN_ROW_PAD). */
 void ln_widen_row1_avx2(const uint8_t *src, int width, int16_t *dst);
-/* Two rows through the same 1-channel kernels (shares the weight loads). */
-void ln_hrow1x2_avx2(const ln_kernels *kt, const int16_t *r0, const int16_t *r1, uint8_t *o0, uint8_t *o1);
 void ln_hrow1_avx2(const ln_kernels *kt, const int16_t *r0, uint8_t *o0);
+/* Four rows through the same 1-channel kernels (shares the weight loads). */
+void ln_hrow1x4_avx2(const ln_kernels *kt, const int16_t *const r[4], uint8_t *const o[4]);
 /* 3/4 channels: src widened to int16 RGBX (4 per pixel) with LN_ROW_PAD zero pixels after it. */
 void ln_widen_row4_avx2(const uint8_t *src, int channels, int width, int16_t *dst);
 void ln_hrow4_avx2(const ln_kernels *kt, const int16_t *src4, int channels, uint8_t *out);
