@@ -184,6 +184,42 @@ def test_scalar_and_vector_paths_agree(monkeypatch):
             assert_same(resample.to_gray(a), want_gray)
 
 
+def test_fast_lanczos_tables_equal_libm_tables():
+    # With AVX2, Lanczos weights come from a vectorised sin with a rounding certificate and
+    # fall back to libm per output; the fixed-point tables must be identical either way.
+    from lora_native import _native
+
+    rng = np.random.default_rng(31)
+    rows = libm_rows = 0
+    cases = [(1024, 8), (1024, 9), (1024, 32), (768, 8), (768, 32), (4032, 9), (3024, 32), (1, 1), (5, 700),
+             (8192, 8), (333, 333)]
+    cases += [(int(rng.integers(1, 5000)), int(rng.integers(1, 400))) for _ in range(400)]
+    for i, (n_in, n_out) in enumerate(cases):
+        box = None
+        if i % 4 == 3:
+            x0 = float(rng.uniform(0, n_in / 2))
+            box = (x0, float(rng.uniform(x0, n_in)))
+        fast = _native.resample_weights(n_in, n_out, "lanczos", box)
+        exact = _native.resample_weights(n_in, n_out, "lanczos", box, fast=False)
+        for got, want, what in zip(fast[:3], exact[:3], ("start", "count", "weights")):
+            assert np.array_equal(got, want), (n_in, n_out, box, what)
+        assert exact[3] == n_out
+        rows += n_out
+        libm_rows += fast[3]
+    if _vector_level() != "scalar":
+        assert libm_rows < rows / 100  # the fast path did the work
+
+
+def test_weight_tables_sum_to_one_in_fixed_point():
+    from lora_native import _native
+
+    for filt in PIL_FILTERS:
+        start, count, weights, _ = _native.resample_weights(1000, 37, filt)
+        sums = weights.sum(axis=1)
+        assert np.all(np.abs(sums - (1 << 22)) <= count), filt
+        assert start[0] == 0 and start[-1] + count[-1] == 1000
+
+
 @pytest.mark.parametrize(
     "args,exc,match",
     [

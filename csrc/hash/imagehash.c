@@ -85,7 +85,9 @@ static int ctx_reserve(hash_ctx *ctx, size_t bytes, ln_error *err)
     if (bytes <= ctx->scratch_size)
         return LN_OK;
     free(ctx->scratch);
-    ctx->scratch = malloc(bytes);
+    /* 64-byte aligned so the widened rows start on a cache line (see resample_coeffs.c). */
+    bytes = (bytes + 63) & ~(size_t)63;
+    ctx->scratch = aligned_alloc(64, bytes);
     ctx->scratch_size = ctx->scratch ? bytes : 0;
     if (!ctx->scratch)
         return ln_fail(err, LN_ERR_NOMEM, "out of memory for %zu bytes of hash scratch", bytes);

@@ -51,7 +51,8 @@ AVX2 void ln_hrow1x4_avx2(const ln_kernels *kt, const int16_t *const r[4], uint8
     for (int xx = 0; xx < kt->out_size; xx++) {
         const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride;
         const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride;
-        int s = kt->start[xx], n = kt->count[xx], hb = kt->hi_begin[xx], he = kt->hi_end[xx], i = 0;
+        int s = kt->start[xx] - kt->lead[xx], n = kt->count[xx] + kt->lead[xx];
+        int hb = kt->hi_begin[xx], he = kt->hi_end[xx], i = 0;
         const int16_t *p0 = r[0] + s, *p1 = r[1] + s, *p2 = r[2] + s, *p3 = r[3] + s;
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         /* Weights past count are zero and rows carry LN_ROW_PAD zeros: whole vectors are safe. */
@@ -93,8 +94,8 @@ AVX2 void ln_hrow1_avx2(const ln_kernels *kt, const int16_t *r0, uint8_t *o0)
     for (int xx = 0; xx < kt->out_size; xx++) {
         const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride;
         const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride;
-        const int16_t *p0 = r0 + kt->start[xx];
-        int n = kt->count[xx], hb = kt->hi_begin[xx], he = kt->hi_end[xx];
+        const int16_t *p0 = r0 + kt->start[xx] - kt->lead[xx];
+        int n = kt->count[xx] + kt->lead[xx], hb = kt->hi_begin[xx], he = kt->hi_end[xx];
         __m256i a0 = _mm256_setzero_si256(), b0 = a0;
         for (int i = 0; i < n; i += 16) {
             __m256i v0 = LOAD(p0 + i);
@@ -142,8 +143,8 @@ AVX2 void ln_hrow4_avx2(const ln_kernels *kt, const int16_t *src4, int channels,
     const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m128i bias = _mm_set1_epi32(BIAS);
     for (int xx = 0; xx < kt->out_size; xx++) {
-        const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride;
-        const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride;
+        const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride + kt->lead[xx];
+        const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride + kt->lead[xx];
         const int16_t *p = src4 + 4 * (size_t)kt->start[xx];
         int n = kt->count[xx];
         __m256i a = _mm256_setzero_si256(), b = a;
@@ -168,8 +169,8 @@ AVX2 void ln_hrow4_avx2(const ln_kernels *kt, const int16_t *src4, int channels,
 /* 16 columns of one output row; rows r and r+1 interleaved so one madd applies two weights. */
 AVX2 static inline __m128i vcolumns16(const ln_kernels *kt, int yy, const uint8_t *base, size_t stride, size_t x)
 {
-    const int16_t *lo = kt->k_lo + (size_t)yy * kt->kstride;
-    const int16_t *hi = kt->k_hi + (size_t)yy * kt->kstride;
+    const int16_t *lo = kt->k_lo + (size_t)yy * kt->kstride + kt->lead[yy];
+    const int16_t *hi = kt->k_hi + (size_t)yy * kt->kstride + kt->lead[yy];
     int n = kt->count[yy];
     __m256i al = _mm256_setzero_si256(), ah = al, bl = al, bh = al;
     for (int t = 0; t < n; t += 2) {

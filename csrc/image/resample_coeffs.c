@@ -117,9 +117,24 @@ void ln_kernels_free(ln_kernels *kt)
     free(kt->k);
     free(kt->k_lo);
     free(kt->k_hi);
+    free(kt->lead);
     free(kt->hi_begin);
     free(kt->hi_end);
     memset(kt, 0, sizeof *kt);
+}
+
+/* Zeroed, 64-byte aligned: the vector kernels load 32-byte blocks of weights, which then
+ * never straddle a cache line (a measurable ~10% of the hash time otherwise). */
+static void *aligned_zeroed(size_t count, size_t size)
+{
+    size_t bytes;
+    if (!ln_mul_size(count, size, &bytes))
+        return NULL;
+    bytes = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p)
+        memset(p, 0, bytes ? bytes : 64);
+    return p;
 }
 
 static int fixed_point(double w)
@@ -129,6 +144,12 @@ static int fixed_point(double w)
 
 int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
                      ln_error *err)
+{
+    return ln_kernels_build_ex(kt, in_size, in0, in1, out_size, filter, 1, err);
+}
+
+int ln_kernels_build_ex(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
+                        int allow_fast, ln_error *err)
 {
     memset(kt, 0, sizeof *kt);
     if (filter < LN_FILTER_BOX || filter > LN_FILTER_LANCZOS)
@@ -145,24 +166,30 @@ int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_
     if (!(support < 1e8))
         return ln_fail(err, LN_ERR_LIMIT, "resample support %g is too large", support);
     int ksize = (int)ceil(support) * 2 + 1;
-    int kstride = (ksize + 15) & ~15;
+    int kstride = (ksize + 15 + 3 + 15) & ~15; /* room for the lead and 4-tap overreads */
     size_t nk;
     if (!ln_mul_size((size_t)out_size, (size_t)kstride, &nk) || nk > ((size_t)1 << 31))
         return ln_fail(err, LN_ERR_LIMIT, "resample table %d x %d is too large", out_size, kstride);
 
     double *w = malloc((size_t)ksize * sizeof *w);
-    filter_memo *memo = filter == LN_FILTER_LANCZOS ? calloc(1, sizeof *memo) : NULL;
+    /* The memo is only needed where libm does the work; allocated on first use. */
+    filter_memo *memo = NULL;
+    int fast = 0;
+#ifdef LN_X86_SIMD
+    fast = allow_fast && filter == LN_FILTER_LANCZOS && ln_simd_detect() >= LN_SIMD_AVX2;
+#else
+    (void)allow_fast;
+#endif
     kt->start = malloc((size_t)out_size * sizeof *kt->start);
     kt->count = malloc((size_t)out_size * sizeof *kt->count);
-    kt->k = calloc(nk, sizeof *kt->k);
-    kt->k_lo = calloc(nk, sizeof *kt->k_lo);
-    kt->k_hi = calloc(nk, sizeof *kt->k_hi);
+    kt->k = aligned_zeroed(nk, sizeof *kt->k);
+    kt->k_lo = aligned_zeroed(nk, sizeof *kt->k_lo);
+    kt->k_hi = aligned_zeroed(nk, sizeof *kt->k_hi);
+    kt->lead = malloc((size_t)out_size * sizeof *kt->lead);
     kt->hi_begin = malloc((size_t)out_size * sizeof *kt->hi_begin);
     kt->hi_end = malloc((size_t)out_size * sizeof *kt->hi_end);
-    if (!w || (filter == LN_FILTER_LANCZOS && !memo) || !kt->start || !kt->count || !kt->k || !kt->k_lo ||
-        !kt->k_hi || !kt->hi_begin || !kt->hi_end) {
+    if (!w || !kt->start || !kt->count || !kt->k || !kt->k_lo || !kt->k_hi || !kt->lead || !kt->hi_begin || !kt->hi_end) {
         free(w);
-        free(memo);
         ln_kernels_free(kt);
         return ln_fail(err, LN_ERR_NOMEM, "out of memory for a %d -> %d resample table", in_size, out_size);
     }
@@ -188,20 +215,38 @@ int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_
             n = 0;
         if (n > ksize)
             n = ksize; /* cannot happen (window <= 2*ceil(support)+1); keeps writes in bounds */
-        double ww = 0.0;
-        for (int x = 0; x < n; x++) {
-            w[x] = memo_eval(memo, f->fn, (x + xmin - center + 0.5) * inv_filterscale);
-            ww += w[x];
-        }
-        if (ww != 0.0)
-            for (int x = 0; x < n; x++)
-                w[x] /= ww;
         kt->start[xx] = xmin;
         kt->count[xx] = n;
         int32_t *k = kt->k + (size_t)xx * kstride;
+        int done = 0;
+#ifdef LN_X86_SIMD
+        done = fast && ln_lanczos_weights_avx2(center, xmin, n, inv_filterscale, w, k);
+#endif
+        if (!done) {
+            if (filter == LN_FILTER_LANCZOS && !memo && !(memo = calloc(1, sizeof *memo))) {
+                free(w);
+                ln_kernels_free(kt);
+                return ln_fail(err, LN_ERR_NOMEM, "out of memory for a %d -> %d resample table", in_size,
+                               out_size);
+            }
+            kt->libm_rows++;
+            double ww = 0.0;
+            for (int x = 0; x < n; x++) {
+                w[x] = memo_eval(memo, f->fn, (x + xmin - center + 0.5) * inv_filterscale);
+                ww += w[x];
+            }
+            if (ww != 0.0)
+                for (int x = 0; x < n; x++)
+                    w[x] /= ww;
+            for (int x = 0; x < n; x++)
+                k[x] = fixed_point(w[x]);
+        }
+        /* Short windows (upscaling) would pay more for the lead than aligned loads save. */
+        int lead = n >= 64 ? xmin & 15 : 0;
+        int16_t *lo16 = kt->k_lo + (size_t)xx * kstride + lead, *hi16 = kt->k_hi + (size_t)xx * kstride + lead;
         int hi_first = -1, hi_last = -1;
         for (int x = 0; x < n; x++) {
-            int32_t v = fixed_point(w[x]);
+            int32_t v = k[x];
             /* Signed 16-bit low half: downscale weights mostly stay below 2^15, so the
              * vector kernels can skip the high half outside the filter's peak. */
             int16_t lo = (int16_t)(uint16_t)((uint32_t)v & 0xffffu);
@@ -210,13 +255,13 @@ int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_
                 kt->simd_ok = 0;
             if (hi != 0) {
                 if (hi_first < 0)
-                    hi_first = x;
-                hi_last = x;
+                    hi_first = x + lead;
+                hi_last = x + lead;
             }
-            k[x] = v;
-            kt->k_lo[(size_t)xx * kstride + x] = lo;
-            kt->k_hi[(size_t)xx * kstride + x] = (int16_t)hi;
+            lo16[x] = lo;
+            hi16[x] = (int16_t)hi;
         }
+        kt->lead[xx] = lead;
         kt->hi_begin[xx] = hi_first < 0 ? 0 : hi_first & ~15;
         kt->hi_end[xx] = hi_first < 0 ? 0 : (hi_last + 16) & ~15;
     }

@@ -17,18 +17,28 @@ typedef struct {
     int in_size, out_size;
     float in0, in1;
     ln_filter filter;
-    int kstride;     /* taps stored per output: Pillow's ksize rounded up to 16 */
+    int kstride;     /* taps stored per output: Pillow's ksize + 18 (lead, overreads), rounded up to 16 */
     int first, last; /* source range the outputs read, [first, last), as Pillow's ybox */
     int simd_ok;     /* every weight splits exactly into the int16 halves below */
     int *start, *count;
     int32_t *k;      /* out_size * kstride, zero past count */
+    /* The int16 halves of output i sit at [i * kstride + lead[i], ...), after lead[i] zeros,
+     * lead[i] = start[i] % 16 for long windows: the vector kernels then read source rows
+     * from start - lead in 32-byte aligned blocks. */
     int16_t *k_lo;   /* low 16 bits as signed: k == k_hi * 2^16 + k_lo */
     int16_t *k_hi;   /* (k - k_lo) >> 16: zero wherever |k| < 2^15 */
-    int *hi_begin, *hi_end; /* per output: the 16-tap blocks [begin, end) where some k_hi != 0 */
+    int *lead;
+    int *hi_begin, *hi_end; /* per output, counted from the lead: the 16-tap blocks [begin, end)
+                             * where some k_hi != 0 */
+    int libm_rows;   /* outputs whose weights came from libm (all of them unless the fast path ran) */
 } ln_kernels;
 
 int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
                      ln_error *err);
+/* The same with the fast Lanczos path allowed (when AVX2 is there) or not: the tables are
+ * identical either way; the tests compare them. */
+int ln_kernels_build_ex(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
+                        int allow_fast, ln_error *err);
 void ln_kernels_free(ln_kernels *kt);
 
 /* Pillow's resize skips a pass when that axis is unchanged and the box is trivial. */
@@ -65,6 +75,10 @@ void ln_hrow4_avx2(const ln_kernels *kt, const int16_t *src4, int channels, uint
 void ln_vpass_avx2(const ln_kernels *kt, const uint8_t *src, int row0, size_t stride, size_t width_bytes,
                    size_t src_readable, uint8_t *out, size_t out_stride);
 void ln_gray_row_avx2(const uint8_t *src, int channels, int width, uint8_t *out);
+/* Fixed-point Lanczos weights of one output (csrc/image/lanczos_avx2.c) without libm sin;
+ * returns 0, leaving k undefined, when it cannot prove they equal the libm ones. `w` is
+ * scratch for n doubles. */
+int ln_lanczos_weights_avx2(double center, int xmin, int n, double inv_filterscale, double *w, int32_t *k);
 #endif
 
 #endif

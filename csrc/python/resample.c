@@ -2,6 +2,8 @@
 #include "glue.h"
 #include "ln_resample.h"
 
+#include "../image/resample_internal.h" /* resample_weights(): the table test hook */
+
 #include <limits.h>
 #include <string.h>
 
@@ -206,6 +208,56 @@ static PyObject *py_to_gray(PyObject *self, PyObject *arr_obj)
     return res;
 }
 
+static PyObject *py_resample_weights(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"in_size", "out_size", "filter", "box", "fast", NULL};
+    int in_size, out_size, fast = 1;
+    PyObject *filter_obj = NULL, *box_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ii|OOp:resample_weights", kwlist, &in_size, &out_size,
+                                     &filter_obj, &box_obj, &fast))
+        return NULL;
+    ln_filter filter;
+    if (parse_filter(filter_obj, &filter) < 0)
+        return NULL;
+    float span[2] = {0.0f, (float)in_size};
+    if (box_obj != Py_None) {
+        double a, b;
+        if (!PyArg_ParseTuple(box_obj, "dd:box", &a, &b))
+            return NULL;
+        span[0] = (float)a;
+        span[1] = (float)b;
+    }
+    if (in_size < 1 || out_size < 1 || in_size > (1 << 20) || out_size > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "sizes must be between 1 and 1048576");
+        return NULL;
+    }
+    ln_kernels kt;
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_kernels_build_ex(&kt, in_size, span[0], span[1], out_size, filter, fast, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    npy_intp n = out_size, kdims[2] = {out_size, kt.kstride};
+    PyObject *start = PyArray_SimpleNew(1, &n, NPY_INT);
+    PyObject *count = PyArray_SimpleNew(1, &n, NPY_INT);
+    PyObject *weights = PyArray_SimpleNew(2, kdims, NPY_INT32);
+    PyObject *res = NULL;
+    if (start && count && weights) {
+        memcpy(PyArray_DATA((PyArrayObject *)start), kt.start, (size_t)n * sizeof(int));
+        memcpy(PyArray_DATA((PyArrayObject *)count), kt.count, (size_t)n * sizeof(int));
+        memcpy(PyArray_DATA((PyArrayObject *)weights), kt.k, (size_t)n * (size_t)kt.kstride * sizeof(int32_t));
+        res = Py_BuildValue("(OOOi)", start, count, weights, kt.libm_rows);
+    }
+    Py_XDECREF(start);
+    Py_XDECREF(count);
+    Py_XDECREF(weights);
+    ln_kernels_free(&kt);
+    return res;
+}
+
 static PyMethodDef resample_methods[] = {
     {"resize", (PyCFunction)(void (*)(void))py_resize, METH_VARARGS | METH_KEYWORDS,
      "resize(array, size, filter='lanczos', box=None) -> uint8 array\n\n"
@@ -213,6 +265,10 @@ static PyMethodDef resample_methods[] = {
      "size is (width, height); filter is lanczos, bicubic, bilinear or box; box is (x0, y0, x1, y1)."},
     {"to_gray", py_to_gray, METH_O,
      "to_gray(array) -> (H, W) uint8 array: Pillow's convert('L') (ITU-R 601-2 luma, 16-bit fixed point)."},
+    {"resample_weights", (PyCFunction)(void (*)(void))py_resample_weights, METH_VARARGS | METH_KEYWORDS,
+     "resample_weights(in_size, out_size, filter='lanczos', box=None, fast=True) -> (start, count, weights,\n"
+     "libm_rows): Pillow's fixed-point weights of one axis (box = (in0, in1)). Test hook: fast=False\n"
+     "forces every weight through libm; libm_rows counts outputs that took that path."},
     {NULL, NULL, 0, NULL},
 };
 
