@@ -162,7 +162,12 @@ AVX2 void ln_hrow4_avx2(const ln_kernels *kt, const int16_t *src4, int channels,
         t = _mm_srai_epi32(_mm_add_epi32(t, bias), LN_PRECISION_BITS);
         t = _mm_packus_epi16(_mm_packs_epi32(t, t), t);
         uint32_t px = (uint32_t)_mm_cvtsi128_si32(t);
-        memcpy(out + (size_t)xx * channels, &px, (size_t)channels);
+        uint8_t *o = out + (size_t)xx * channels;
+        o[0] = (uint8_t)px;
+        o[1] = (uint8_t)(px >> 8);
+        o[2] = (uint8_t)(px >> 16);
+        if (channels == 4)
+            o[3] = (uint8_t)(px >> 24);
     }
 }
 
