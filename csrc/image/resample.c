@@ -101,8 +101,9 @@ static int horizontal_pass(const ln_kernels *kh, const uint8_t *src, size_t src_
 #ifdef LN_X86_SIMD
     if (avx2 && kh->simd_ok) {
         size_t lanes = (size_t)(channels == 1 ? 1 : 4);
-        size_t row_len = ((size_t)width + LN_ROW_PAD) * lanes;
-        int16_t *buf = malloc(4 * row_len * sizeof *buf);
+        /* Rows 64-byte aligned: the 1-channel kernels read them in aligned 32-byte blocks. */
+        size_t row_len = (((size_t)width + LN_ROW_PAD) * lanes + 31) & ~(size_t)31;
+        int16_t *buf = aligned_alloc(64, 4 * row_len * sizeof *buf);
         if (!buf)
             return ln_fail(err, LN_ERR_NOMEM, "out of memory for resample row buffers");
         int y = 0;
