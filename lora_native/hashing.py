@@ -5,6 +5,11 @@ of ``Image.fromarray(a)``: Pillow's convert("L"), its fixed-point Lanczos resize
 scipy's DCT are reproduced exactly in C (see csrc/hash/). Hashes are plain 64-bit ints with
 the first pixel of the hash grid in the most significant bit, so ``hash_hex`` prints what
 ``str(imagehash_result)`` prints.
+
+Pillow 13 resizes vertically first when the height shrinks by more than twice as many
+pixels as the width (python-pillow/Pillow#9549); the resampler follows that rule, so the
+hashes of such tall images match imagehash running on Pillow >= 13 (on older Pillow a few
+bits of those images can differ).
 """
 from __future__ import annotations
 

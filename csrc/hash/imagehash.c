@@ -202,11 +202,7 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
     if (img->stride < (size_t)img->width * (size_t)img->channels)
         return ln_fail(err, LN_ERR_ARG, "image row stride %zu is shorter than a row", img->stride);
     int W = img->width, H = img->height, rc;
-#ifdef LN_X86_SIMD
-    int avx2 = ln_simd_detect() >= LN_SIMD_AVX2;
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = ln_use_avx2();
     hash_target t[N_TARGETS];
     int vfirst[N_TARGETS], any_vfirst = 0;
     memset(ctx->pinned, 0, sizeof ctx->pinned);
@@ -271,12 +267,7 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
             if (src.channels == 1) {
                 gray[r] = row;
             } else {
-#ifdef LN_X86_SIMD
-                if (avx2)
-                    ln_gray_row_avx2(row, src.channels, W, gray_buf[r]);
-                else
-#endif
-                    ln_gray_row_scalar(row, src.channels, W, gray_buf[r]);
+                ln_gray_row(row, src.channels, W, gray_buf[r], avx2);
                 gray[r] = gray_buf[r];
             }
 #ifdef LN_X86_SIMD
@@ -296,13 +287,8 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
             if ((rc = ln_resample_run(&src, &out, t[i].kh, kv, 1, 1, err)) != LN_OK)
                 return rc;
         } else if (t[i].need_v) {
-#ifdef LN_X86_SIMD
-            if (avx2 && kv->simd_ok)
-                ln_vpass_avx2(kv, t[i].temp, kv->first, TEMP_STRIDE, (size_t)t[i].w, TEMP_STRIDE, t[i].out,
-                              (size_t)t[i].w);
-            else
-#endif
-                ln_vpass_scalar(kv, t[i].temp, kv->first, TEMP_STRIDE, (size_t)t[i].w, t[i].out, (size_t)t[i].w);
+            ln_vpass(kv, t[i].temp, kv->first, TEMP_STRIDE, (size_t)t[i].w, TEMP_STRIDE, t[i].out, (size_t)t[i].w,
+                     avx2);
         } else {
             if (kv->last - kv->first != t[i].h)
                 return ln_fail(err, LN_ERR_INTERNAL, "hash resize: %d rows for %d", kv->last - kv->first, t[i].h);

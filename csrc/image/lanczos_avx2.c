@@ -16,7 +16,6 @@
 
 #define AVX2 __attribute__((target("avx2")))
 
-#define LN_PI 3.14159265358979323846 /* the double M_PI */
 /* pi/2 split Cody-Waite style: the first part has 33 significant bits, so k * part is
  * exact for |k| < 2^20 (here |k| <= 6). */
 #define PIO2_HI 1.57079632673412561417e+00

@@ -5,16 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static inline uint8_t clip8(uint32_t acc)
-{
-    /* Pillow sums in int and clips (sum >> PRECISION_BITS) to 0..255; unsigned wrap gives
-     * the same bits as its int arithmetic without signed-overflow UB. */
-    int32_t v = (int32_t)acc >> LN_PRECISION_BITS;
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-}
-
-#define BIAS (1u << (LN_PRECISION_BITS - 1))
-
 void ln_hrow_scalar(const ln_kernels *kt, const uint8_t *src, int channels, uint8_t *out)
 {
     for (int xx = 0; xx < kt->out_size; xx++) {
@@ -22,10 +12,10 @@ void ln_hrow_scalar(const ln_kernels *kt, const uint8_t *src, int channels, uint
         const uint8_t *p = src + (size_t)kt->start[xx] * channels;
         int n = kt->count[xx];
         for (int c = 0; c < channels; c++) {
-            uint32_t ss = BIAS;
+            uint32_t ss = LN_BIAS;
             for (int x = 0; x < n; x++)
                 ss += (uint32_t)p[x * channels + c] * (uint32_t)k[x];
-            out[xx * channels + c] = clip8(ss);
+            out[xx * channels + c] = ln_clip8(ss);
         }
     }
 }
@@ -44,7 +34,7 @@ void ln_vpass_scalar(const ln_kernels *kt, const uint8_t *src, int row0, size_t 
         for (size_t x0 = 0; x0 < width_bytes; x0 += BLOCK) {
             size_t bw = width_bytes - x0 < BLOCK ? width_bytes - x0 : BLOCK;
             for (size_t x = 0; x < bw; x++)
-                acc[x] = BIAS;
+                acc[x] = LN_BIAS;
             for (int y = 0; y < n; y++) {
                 const uint8_t *r = rows + (size_t)y * stride + x0;
                 uint32_t ky = (uint32_t)k[y];
@@ -52,7 +42,7 @@ void ln_vpass_scalar(const ln_kernels *kt, const uint8_t *src, int row0, size_t 
                     acc[x] += (uint32_t)r[x] * ky;
             }
             for (size_t x = 0; x < bw; x++)
-                o[x0 + x] = clip8(acc[x]);
+                o[x0 + x] = ln_clip8(acc[x]);
         }
     }
 }
@@ -63,6 +53,19 @@ void ln_gray_row_scalar(const uint8_t *src, int channels, int width, uint8_t *ou
     for (int x = 0; x < width; x++, src += channels)
         out[x] = (uint8_t)(((uint32_t)src[0] * 19595u + (uint32_t)src[1] * 38470u + (uint32_t)src[2] * 7471u +
                             0x8000u) >> 16);
+}
+
+void ln_gray_row(const uint8_t *src, int channels, int width, uint8_t *out, int avx2)
+{
+#ifdef LN_X86_SIMD
+    if (avx2) {
+        ln_gray_row_avx2(src, channels, width, out);
+        return;
+    }
+#else
+    (void)avx2;
+#endif
+    ln_gray_row_scalar(src, channels, width, out);
 }
 
 static int check_image(const ln_image *img, const char *what, ln_error *err)
@@ -85,7 +88,7 @@ static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst, size_
         memcpy(dst + (size_t)y * dst_stride, src + (size_t)y * src_stride, row_bytes);
 }
 
-static int use_avx2(void)
+int ln_use_avx2(void)
 {
 #ifdef LN_X86_SIMD
     return ln_simd_detect() >= LN_SIMD_AVX2;
@@ -140,8 +143,8 @@ static int horizontal_pass(const ln_kernels *kh, const uint8_t *src, size_t src_
     return LN_OK;
 }
 
-static void vertical_pass(const ln_kernels *kv, const uint8_t *src, int row0, size_t stride, size_t width_bytes,
-                          size_t readable, uint8_t *out, size_t out_stride, int avx2)
+void ln_vpass(const ln_kernels *kv, const uint8_t *src, int row0, size_t stride, size_t width_bytes,
+              size_t readable, uint8_t *out, size_t out_stride, int avx2)
 {
 #ifdef LN_X86_SIMD
     if (avx2 && kv->simd_ok) {
@@ -168,14 +171,14 @@ int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, con
 {
     int c = in->channels, W = in->width, H = in->height, ow = out->width, oh = out->height;
     size_t in_row = (size_t)W * c, out_row = (size_t)ow * c;
-    int avx2 = use_avx2(), rc = LN_OK;
+    int avx2 = ln_use_avx2(), rc = LN_OK;
     uint8_t *temp = NULL;
     if (!need_h && !need_v) {
         copy_rows(in->data, in->stride, out->data, out->stride, out_row, oh);
         return LN_OK;
     }
     if (!need_h) {
-        vertical_pass(kv, in->data, 0, in->stride, out_row, in_row, out->data, out->stride, avx2);
+        ln_vpass(kv, in->data, 0, in->stride, out_row, in_row, out->data, out->stride, avx2);
         return LN_OK;
     }
     if (need_v && ln_resample_vertical_first(W, H, ow, oh)) {
@@ -184,7 +187,7 @@ int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, con
             return ln_fail(err, LN_ERR_LIMIT, "resample intermediate image is too large");
         if (!(temp = malloc(bytes)))
             return ln_fail(err, LN_ERR_NOMEM, "out of memory for a %dx%d intermediate image", W, oh);
-        vertical_pass(kv, in->data, 0, in->stride, in_row, in_row, temp, tstride, avx2);
+        ln_vpass(kv, in->data, 0, in->stride, in_row, in_row, temp, tstride, avx2);
         rc = horizontal_pass(kh, temp, tstride, c, W, oh, out->data, out->stride, avx2, err);
         free(temp);
         return rc;
@@ -205,7 +208,7 @@ int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, con
         return ln_fail(err, LN_ERR_NOMEM, "out of memory for a %dx%d intermediate image", ow, last - first);
     rc = horizontal_pass(kh, rows, in->stride, c, W, last - first, temp, tstride, avx2, err);
     if (rc == LN_OK)
-        vertical_pass(kv, temp, first, tstride, out_row, tstride, out->data, out->stride, avx2);
+        ln_vpass(kv, temp, first, tstride, out_row, tstride, out->data, out->stride, avx2);
     free(temp);
     return rc;
 }
@@ -268,19 +271,9 @@ int ln_to_gray(const ln_image *in, ln_image *out, ln_error *err)
         copy_rows(in->data, in->stride, out->data, out->stride, (size_t)in->width, in->height);
         return LN_OK;
     }
-    int avx2 = use_avx2();
-    for (int y = 0; y < in->height; y++) {
-        const uint8_t *s = in->data + (size_t)y * in->stride;
-        uint8_t *d = out->data + (size_t)y * out->stride;
-#ifdef LN_X86_SIMD
-        if (avx2) {
-            ln_gray_row_avx2(s, in->channels, in->width, d);
-            continue;
-        }
-#else
-        (void)avx2;
-#endif
-        ln_gray_row_scalar(s, in->channels, in->width, d);
-    }
+    int avx2 = ln_use_avx2();
+    for (int y = 0; y < in->height; y++)
+        ln_gray_row(in->data + (size_t)y * in->stride, in->channels, in->width, out->data + (size_t)y * out->stride,
+                    avx2);
     return LN_OK;
 }

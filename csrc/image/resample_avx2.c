@@ -11,13 +11,6 @@
 #include <string.h>
 
 #define AVX2 __attribute__((target("avx2")))
-#define BIAS (1 << (LN_PRECISION_BITS - 1))
-
-static inline uint8_t clip8_i32(int32_t acc)
-{
-    int32_t v = acc >> LN_PRECISION_BITS;
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-}
 
 AVX2 static inline uint32_t hsum_epi32(__m256i v)
 {
@@ -82,10 +75,10 @@ AVX2 void ln_hrow1x4_avx2(const ln_kernels *kt, const int16_t *const r[4], uint8
             MADD_ADD(a2, LOAD(p2 + i), cl);
             MADD_ADD(a3, LOAD(p3 + i), cl);
         }
-        o[0][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a0, b0))));
-        o[1][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a1, b1))));
-        o[2][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a2, b2))));
-        o[3][xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a3, b3))));
+        o[0][xx] = ln_clip8(LN_BIAS + hsum_epi32(join_halves(a0, b0)));
+        o[1][xx] = ln_clip8(LN_BIAS + hsum_epi32(join_halves(a1, b1)));
+        o[2][xx] = ln_clip8(LN_BIAS + hsum_epi32(join_halves(a2, b2)));
+        o[3][xx] = ln_clip8(LN_BIAS + hsum_epi32(join_halves(a3, b3)));
     }
 }
 
@@ -103,7 +96,7 @@ AVX2 void ln_hrow1_avx2(const ln_kernels *kt, const int16_t *r0, uint8_t *o0)
             if (i >= hb && i < he)
                 MADD_ADD(b0, v0, LOAD(hi + i));
         }
-        o0[xx] = clip8_i32((int32_t)(BIAS + hsum_epi32(join_halves(a0, b0))));
+        o0[xx] = ln_clip8(LN_BIAS + hsum_epi32(join_halves(a0, b0)));
     }
 }
 
@@ -141,7 +134,7 @@ AVX2 void ln_hrow4_avx2(const ln_kernels *kt, const int16_t *src4, int channels,
     const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 0, 1, 8, 9, 2, 3,
                                            10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
     const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    const __m128i bias = _mm_set1_epi32(BIAS);
+    const __m128i bias = _mm_set1_epi32((int)LN_BIAS);
     for (int xx = 0; xx < kt->out_size; xx++) {
         const int16_t *lo = kt->k_lo + (size_t)xx * kt->kstride + kt->lead[xx];
         const int16_t *hi = kt->k_hi + (size_t)xx * kt->kstride + kt->lead[xx];
@@ -194,7 +187,7 @@ AVX2 static inline __m128i vcolumns16(const ln_kernels *kt, int yy, const uint8_
         bl = _mm256_add_epi32(bl, _mm256_madd_epi16(ih, cl));
         bh = _mm256_add_epi32(bh, _mm256_madd_epi16(ih, ch));
     }
-    const __m256i bias = _mm256_set1_epi32(BIAS);
+    const __m256i bias = _mm256_set1_epi32((int)LN_BIAS);
     __m256i s0 = _mm256_srai_epi32(_mm256_add_epi32(join_halves(al, ah), bias), LN_PRECISION_BITS);
     __m256i s1 = _mm256_srai_epi32(_mm256_add_epi32(join_halves(bl, bh), bias), LN_PRECISION_BITS);
     __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(s0, s1), 0xD8);
@@ -223,10 +216,10 @@ AVX2 void ln_vpass_avx2(const ln_kernels *kt, const uint8_t *src, int row0, size
             /* Columns a full vector would over-read: the scalar loop. */
             const int32_t *k = kt->k + (size_t)yy * kt->kstride;
             for (; x < width_bytes; x++) {
-                uint32_t ss = BIAS;
+                uint32_t ss = LN_BIAS;
                 for (int y = 0; y < kt->count[yy]; y++)
                     ss += (uint32_t)base[(size_t)y * stride + x] * (uint32_t)k[y];
-                o[x] = clip8_i32((int32_t)ss);
+                o[x] = ln_clip8(ss);
             }
         }
     }

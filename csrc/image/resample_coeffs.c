@@ -8,9 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The double M_PI of the C library headers (not defined under strict C11). */
-#define LN_PI 3.14159265358979323846
-
 typedef struct {
     double (*fn)(double);
     double support;

@@ -11,6 +11,18 @@
 #define LN_PRECISION_BITS 22
 /* Padding (in taps or pixels) a source row needs past its end for the vector kernels. */
 #define LN_ROW_PAD 16
+/* Pillow's rounding bias of every weighted sum. */
+#define LN_BIAS (1u << (LN_PRECISION_BITS - 1))
+/* The double M_PI of the C headers (not defined under strict C11). */
+#define LN_PI 3.14159265358979323846
+
+/* Pillow's clip8: (sum >> PRECISION_BITS) clamped to 0..255. Sums are accumulated as
+ * uint32 (wrapping like Pillow's int, without signed-overflow UB) and read back signed. */
+static inline uint8_t ln_clip8(uint32_t acc)
+{
+    int32_t v = (int32_t)acc >> LN_PRECISION_BITS;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
 
 /* Fixed-point weights of one axis: output i reads `count[i]` source samples from `start[i]`. */
 typedef struct {
@@ -50,6 +62,14 @@ int ln_resample_vertical_first(int in_w, int in_h, int out_w, int out_h);
  * need_h), in Pillow's order. `in` and `out` are checked by the caller. */
 int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, const ln_kernels *kv, int need_h,
                     int need_v, ln_error *err);
+
+/* Whether to take the AVX2 paths now (CPU and LORA_NATIVE_SIMD, read on each call). */
+int ln_use_avx2(void);
+/* The vertical pass (see ln_vpass_scalar/ln_vpass_avx2), vectorised when `avx2` and the table allow. */
+void ln_vpass(const ln_kernels *kt, const uint8_t *src, int row0, size_t stride, size_t width_bytes,
+              size_t src_readable, uint8_t *out, size_t out_stride, int avx2);
+/* One row of RGB(A) to L, vectorised when `avx2`. */
+void ln_gray_row(const uint8_t *src, int channels, int width, uint8_t *out, int avx2);
 
 /* Horizontal pass, one output row (out_size * channels bytes), any channel count: Pillow's loop. */
 void ln_hrow_scalar(const ln_kernels *kt, const uint8_t *src, int channels, uint8_t *out);
