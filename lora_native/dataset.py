@@ -92,7 +92,7 @@ def _inside(child, parent):
 
 
 def list_images(src, exclude=None):
-    """Walk src -> (sorted relative paths of candidate images, count of other files skipped).
+    """Walk src -> (sorted relative paths of candidate images, count of unrelated files skipped).
     Hidden files and folders are skipped; symlinked folders are not followed; `exclude`
     (the output folder when it lies inside src) is skipped."""
     images, skipped = [], 0
@@ -106,8 +106,8 @@ def list_images(src, exclude=None):
             ext = os.path.splitext(name)[1].lower()
             if ext in IMAGE_EXTENSIONS or ext in OTHER_IMAGE_EXTENSIONS:
                 images.append(os.path.relpath(os.path.join(root, name), src))
-            else:
-                skipped += 1
+            elif ext not in OTHER_CAPTION_EXTENSIONS and name != "metadata.csv":
+                skipped += 1  # captions are read separately; count only unrelated files
     images.sort()
     return images, skipped
 
@@ -191,11 +191,14 @@ def _plan(o, size, buckets):
 
 
 def _choose_kept(members, items, keep):
+    # Ties (exact copies) go to the shorter file name: copies are usually the longer one
+    # ("photo (1).jpg", "copy_of_photo.png").
     def key(i):
         it = items[i]
         area = it.width * it.height
         sharp = it.metrics.get("blur", 0.0)
-        return (-area, -sharp, i) if keep == "largest" else (-sharp, -area, i)
+        name = len(os.path.basename(it.rel))
+        return (-area, -sharp, name, i) if keep == "largest" else (-sharp, -area, name, i)
     return min(members, key=key)
 
 
@@ -299,7 +302,7 @@ def clean(src, out, progress=None, **options):
     rels, skipped = list_images(src, exclude)
     warnings = []
     if skipped:
-        warnings.append("%d file(s) that are not images were skipped (captions and other files)" % skipped)
+        warnings.append("%d file(s) that are neither images nor captions were skipped" % skipped)
     if not rels:
         warnings.append("no images found in %s" % display_path(src))
     captions = _read_captions(src, rels, o.caption_extension, warnings)

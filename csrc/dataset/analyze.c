@@ -67,25 +67,15 @@ void ln_analyze_file(const char *path, const ln_analyze_opts *opts, ln_analysis 
     uint8_t *bytes = NULL;
     size_t len = 0;
     ln_image img = {0};
-    int rc = ln_read_file(path, &bytes, &len, &out->error);
-    if (rc == LN_ERR_NOMEM) {
-        out->status = rc;
-        return;
-    }
-    if (rc != LN_OK) {
-        /* unreadable: let the decoder's reason vocabulary describe it */
-        out->info.reason = LN_REASON_UNREADABLE;
-        strncpy(out->info.message, out->error.msg, sizeof out->info.message - 1);
-        ln_error_clear(&out->error);
-        return;
-    }
-    out->file_size = len;
-    out->file_hash = ln_xxh64(bytes, len, 0);
-    rc = ln_decode_memory(bytes, len, &opts->decode, &img, &out->info, &out->error);
-    free(bytes);
+    int rc = ln_decode_file_ex(path, &opts->decode, &img, &out->info, &bytes, &len, &out->error);
     if (rc != LN_OK) {
         out->status = rc;
         return;
+    }
+    if (bytes) {
+        out->file_size = len;
+        out->file_hash = ln_xxh64(bytes, len, 0);
+        free(bytes);
     }
     if (!img.data)
         return; /* a reason was recorded */
@@ -93,12 +83,17 @@ void ln_analyze_file(const char *path, const ln_analyze_opts *opts, ln_analysis 
     out->width = img.width;
     out->height = img.height;
     out->pixel_hash = pixel_hash(&img);
-    rc = ln_quality_compute(&img, &out->quality, &out->error);
+    ln_image small = {0};
+    rc = ln_quality_downscale(&img, &small, &out->error);
+    if (rc == LN_OK)
+        rc = ln_quality_measure(&small, &out->quality, &out->error);
     if (rc == LN_OK)
         rc = ln_image_hashes_compute(&img, &out->hashes, &out->error);
+    /* The thumbnail comes from the measuring downscale: cheap whatever the source size. */
     if (rc == LN_OK && opts->thumb_size > 0)
-        rc = make_thumb(&img, opts->thumb_size, opts->thumb_quality, &out->thumb, &out->error);
+        rc = make_thumb(&small, opts->thumb_size, opts->thumb_quality, &out->thumb, &out->error);
     out->status = rc;
+    ln_image_free(&small);
     ln_image_free(&img);
 }
 

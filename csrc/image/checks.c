@@ -5,8 +5,10 @@
 
 #include "ln_resample.h"
 
-static int downscale(const ln_image *rgb, ln_image *small, ln_error *err)
+int ln_quality_downscale(const ln_image *rgb, ln_image *small, ln_error *err)
 {
+    if (!rgb || !rgb->data || rgb->channels != 3)
+        return ln_fail(err, LN_ERR_ARG, "quality metrics need an RGB image");
     int w = rgb->width, h = rgb->height;
     int lw = w, lh = h;
     if (w > LN_CHECKS_SIDE || h > LN_CHECKS_SIDE) {
@@ -38,18 +40,27 @@ static int downscale(const ln_image *rgb, ln_image *small, ln_error *err)
 
 int ln_quality_compute(const ln_image *rgb, ln_quality *q, ln_error *err)
 {
+    ln_image small;
     memset(q, 0, sizeof *q);
-    if (!rgb || !rgb->data || rgb->channels != 3)
-        return ln_fail(err, LN_ERR_ARG, "quality metrics need an RGB image");
-    ln_image small, gray;
-    int rc = downscale(rgb, &small, err);
+    int rc = ln_quality_downscale(rgb, &small, err);
     if (rc != LN_OK)
         return rc;
-    rc = ln_image_alloc(&gray, small.width, small.height, 1, err);
+    rc = ln_quality_measure(&small, q, err);
+    ln_image_free(&small);
+    return rc;
+}
+
+int ln_quality_measure(const ln_image *small_in, ln_quality *q, ln_error *err)
+{
+    memset(q, 0, sizeof *q);
+    if (!small_in || !small_in->data || small_in->channels != 3)
+        return ln_fail(err, LN_ERR_ARG, "quality metrics need an RGB image");
+    const ln_image small = *small_in;
+    ln_image gray;
+    int rc = ln_image_alloc(&gray, small.width, small.height, 1, err);
     if (rc == LN_OK)
         rc = ln_to_gray(&small, &gray, err);
     if (rc != LN_OK) {
-        ln_image_free(&small);
         ln_image_free(&gray);
         return rc;
     }
@@ -107,7 +118,6 @@ int ln_quality_compute(const ln_image *rgb, ln_quality *q, ln_error *err)
         double mean = lsum / (double)count;
         q->blur = lsq / (double)count - mean * mean;
     }
-    ln_image_free(&small);
     ln_image_free(&gray);
     return LN_OK;
 }

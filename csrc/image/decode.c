@@ -267,9 +267,13 @@ int ln_read_file(const char *path, uint8_t **data, size_t *len, ln_error *err)
     return LN_OK;
 }
 
-int ln_decode_file(const char *path, const ln_decode_opts *opts, ln_image *out, ln_decode_info *info,
-                   ln_error *err)
+int ln_decode_file_ex(const char *path, const ln_decode_opts *opts, ln_image *out, ln_decode_info *info,
+                      uint8_t **bytes, size_t *nbytes, ln_error *err)
 {
+    if (bytes)
+        *bytes = NULL;
+    if (nbytes)
+        *nbytes = 0;
     if (!out || !info)
         return ln_fail(err, LN_ERR_ARG, "ln_decode_file: NULL argument");
     memset(out, 0, sizeof *out);
@@ -299,6 +303,18 @@ int ln_decode_file(const char *path, const ln_decode_opts *opts, ln_image *out, 
         o.ext = dot ? dot : ""; /* "photo" has no extension, not the extension "photo" */
     }
     rc = ln_decode_memory(data, len, &o, out, info, err);
-    free(data);
+    if (bytes && rc == LN_OK) {
+        *bytes = data;
+        if (nbytes)
+            *nbytes = len;
+    } else {
+        free(data);
+    }
     return rc;
+}
+
+int ln_decode_file(const char *path, const ln_decode_opts *opts, ln_image *out, ln_decode_info *info,
+                   ln_error *err)
+{
+    return ln_decode_file_ex(path, opts, out, info, NULL, NULL, err);
 }

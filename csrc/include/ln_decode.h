@@ -89,6 +89,11 @@ int ln_read_file(const char *path, uint8_t **data, size_t *len, ln_error *err);
 int ln_decode_file(const char *path, const ln_decode_opts *opts, ln_image *out, ln_decode_info *info,
                    ln_error *err);
 
+/* ln_decode_file that also hands the file's bytes to the caller (*bytes, free() them; NULL
+ * when the file could not be read), for hashing the file without reading it twice. */
+int ln_decode_file_ex(const char *path, const ln_decode_opts *opts, ln_image *out, ln_decode_info *info,
+                      uint8_t **bytes, size_t *nbytes, ln_error *err);
+
 const char *ln_reason_name(ln_reason reason);  /* "ok", "empty_file", "unreadable", ... */
 const char *ln_format_name(ln_format format);  /* "jpeg", "png", ... */
 const char *ln_note_name(uint32_t note_bit);   /* "wrong_extension", ... for one bit */

@@ -1,50 +1,55 @@
 /* Conversions shared by the glue files: NumPy arrays <-> ln_image, path arguments. */
 #include "glue.h"
 
+#include <limits.h>
 #include <string.h>
 
-int ln_py_image_view(PyObject *obj, PyArrayObject **keep, ln_image *view)
+int ln_py_image_arg(PyObject *obj, const char *what, ln_image *img, PyObject **holder)
 {
-    *keep = NULL;
+    *holder = NULL;
     if (!PyArray_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "expected a numpy uint8 array of shape (H, W) or (H, W, C), got %s",
+        PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray of dtype uint8, got %.100s", what,
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
     PyArrayObject *arr = (PyArrayObject *)obj;
     if (PyArray_TYPE(arr) != NPY_UINT8) {
-        PyErr_Format(PyExc_TypeError, "expected a uint8 image array, got dtype %s",
-                     PyArray_DESCR(arr)->typeobj->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s must have dtype uint8, got %S", what, (PyObject *)PyArray_DESCR(arr));
         return -1;
     }
     int nd = PyArray_NDIM(arr);
+    npy_intp *dims = PyArray_DIMS(arr);
+    npy_intp channels = nd == 3 ? dims[2] : 1;
     if (nd != 2 && nd != 3) {
-        PyErr_Format(PyExc_ValueError, "expected an image of shape (H, W) or (H, W, C), got %d dimensions", nd);
+        PyErr_Format(PyExc_ValueError, "%s must have shape (H, W) or (H, W, C), got %d dimensions", what, nd);
         return -1;
     }
-    npy_intp *shape = PyArray_DIMS(arr);
-    int channels = nd == 3 ? (int)shape[2] : 1;
     if (channels != 1 && channels != 3 && channels != 4) {
-        PyErr_Format(PyExc_ValueError, "expected 1, 3 or 4 channels, got %d", channels);
+        PyErr_Format(PyExc_ValueError, "%s has %zd channels; expected 1 (L), 3 (RGB) or 4 (RGBA)", what,
+                     (Py_ssize_t)channels);
         return -1;
     }
-    if (shape[0] < 1 || shape[1] < 1 || shape[0] > 0x7fffffff || shape[1] > 0x7fffffff) {
-        PyErr_Format(PyExc_ValueError, "image must be at least 1x1, got %ldx%ld", (long)shape[1], (long)shape[0]);
+    if (dims[0] < 1 || dims[1] < 1 || dims[0] > INT_MAX || dims[1] > INT_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "%s has an unusable size %zd x %zd (height x width)", what,
+                     (Py_ssize_t)dims[0], (Py_ssize_t)dims[1]);
         return -1;
     }
-    /* Packed pixels, any row stride: otherwise make a C-contiguous copy. */
-    npy_intp *strides = PyArray_STRIDES(arr);
-    int packed = strides[0] > 0 && (nd == 2 ? strides[1] == 1 : strides[1] == channels && strides[2] == 1);
-    if (packed) {
-        Py_INCREF(arr);
+    npy_intp *st = PyArray_STRIDES(arr);
+    npy_intp row = dims[1] * channels;
+    int ours = (nd == 2 ? st[1] == 1 : (st[2] == 1 && st[1] == channels)) && (dims[0] == 1 || st[0] >= row);
+    PyObject *keep;
+    if (ours) {
+        Py_INCREF(obj);
+        keep = obj;
     } else {
-        arr = (PyArrayObject *)PyArray_FROM_OTF(obj, NPY_UINT8, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
-        if (!arr)
+        keep = PyArray_NewCopy(arr, NPY_CORDER);
+        if (!keep)
             return -1;
     }
-    *keep = arr;
-    *view = ln_image_view(PyArray_BYTES(arr), (int)shape[1], (int)shape[0], channels,
-                          (size_t)PyArray_STRIDES(arr)[0]);
+    PyArrayObject *k = (PyArrayObject *)keep;
+    size_t stride = dims[0] == 1 ? (size_t)row : (size_t)PyArray_STRIDES(k)[0];
+    *img = ln_image_view((uint8_t *)PyArray_DATA(k), (int)dims[1], (int)dims[0], (int)channels, stride);
+    *holder = keep;
     return 0;
 }
 
@@ -55,7 +60,7 @@ PyObject *ln_py_array_from_image(const ln_image *img)
     if (!arr)
         return NULL;
     size_t row = (size_t)img->width * (size_t)img->channels;
-    uint8_t *dst = PyArray_BYTES((PyArrayObject *)arr);
+    uint8_t *dst = (uint8_t *)PyArray_DATA((PyArrayObject *)arr);
     for (int y = 0; y < img->height; y++)
         memcpy(dst + (size_t)y * row, img->data + (size_t)y * img->stride, row);
     return arr;

@@ -5,9 +5,9 @@
 
 static PyObject *encode(PyObject *self, PyObject *array, int jpeg, int quality)
 {
-    PyArrayObject *keep;
+    PyObject *keep;
     ln_image view;
-    if (ln_py_image_view(array, &keep, &view) < 0)
+    if (ln_py_image_arg(array, "array", &view, &keep) < 0)
         return NULL;
     ln_error err;
     ln_error_clear(&err);

@@ -23,10 +23,10 @@ PyObject *ln_py_native_error(PyObject *module);
 /* threads= argument: None or int >= 0 (0 = all cores). */
 int ln_py_threads_arg(PyObject *obj, int *out);
 
-/* A uint8 image view over a NumPy array (HxW or HxWxC, C = 1, 3 or 4; rows may be strided
- * but pixels must be packed). *keep receives a reference that holds the memory; release it
- * with Py_XDECREF after the view is no longer used. Returns -1 with an exception set. */
-int ln_py_image_view(PyObject *obj, PyArrayObject **keep, ln_image *view);
+/* A uint8 array of shape (H, W) or (H, W, C), C in {1, 3, 4}, as an ln_image view.
+ * *holder receives a new reference keeping the pixels alive (the array itself,
+ * or a C-contiguous copy when its strides are not ours); `what` names it in error messages. */
+int ln_py_image_arg(PyObject *obj, const char *what, ln_image *img, PyObject **holder);
 /* A new HxWxC (HxW when C == 1) uint8 array holding a copy of img. */
 PyObject *ln_py_array_from_image(const ln_image *img);
 /* Path argument (str, bytes, os.PathLike) -> new bytes object (os.fsencode). */

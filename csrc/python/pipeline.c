@@ -341,9 +341,9 @@ static PyObject *py_apply_plan(PyObject *self, PyObject *args)
     ln_plan plan;
     if (plan_from_dict(plan_obj, &plan) < 0)
         return NULL;
-    PyArrayObject *keep;
+    PyObject *keep;
     ln_image view, out;
-    if (ln_py_image_view(array, &keep, &view) < 0)
+    if (ln_py_image_arg(array, "array", &view, &keep) < 0)
         return NULL;
     ln_error err;
     ln_error_clear(&err);

@@ -1,0 +1,48 @@
+"""Perceptual image hashes bit-identical to Python ``imagehash`` (hash_size 8).
+
+``image_hashes(a)`` gives the same bits as ``imagehash.average_hash``, ``dhash`` and ``phash``
+of ``Image.fromarray(a)``: Pillow's convert("L"), its fixed-point Lanczos resize and
+scipy's DCT are reproduced exactly in C (see csrc/hash/). Hashes are plain 64-bit ints with
+the first pixel of the hash grid in the most significant bit, so ``hash_hex`` prints what
+``str(imagehash_result)`` prints.
+
+Pillow 13 resizes vertically first when the height shrinks by more than twice as many
+pixels as the width (python-pillow/Pillow#9549); the resampler follows that rule, so the
+hashes of such tall images match imagehash running on Pillow >= 13 (on older Pillow a few
+bits of those images can differ).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Tuple
+
+import numpy as np
+
+from . import _native
+
+__all__ = ["image_hashes", "hashes_batch", "hash_hex"]
+
+
+def image_hashes(array: np.ndarray) -> Tuple[int, int, int]:
+    """(ahash, dhash, phash) of one uint8 image of shape (H, W) or (H, W, C), C in 1/3/4.
+
+    RGBA alpha is ignored, as Pillow's convert("L") ignores it. The GIL is released.
+    """
+    return _native.image_hashes(array)
+
+
+def hashes_batch(arrays: Iterable[np.ndarray], threads: Optional[int] = None) -> np.ndarray:
+    """Hashes of many images on ``threads`` threads (None or 0: all cores).
+
+    Returns a uint64 array of shape (N, 3) whose rows are (ahash, dhash, phash). Workers
+    reuse resample tables between images of the same size, so batches of same-sized
+    images are the fastest path.
+    """
+    return _native.image_hashes_batch(arrays, threads=threads)
+
+
+def hash_hex(value: int) -> str:
+    """A 64-bit hash as 16 lowercase hex digits, the format of ``str(imagehash.ImageHash)``."""
+    v = int(value)
+    if not 0 <= v < 1 << 64:
+        raise ValueError(f"hash value {value!r} is not a 64-bit unsigned integer")
+    return format(v, "016x")
