@@ -9,14 +9,11 @@ runs on a subsample and is extrapolated to N as O(N^2). Peak memory of the group
 measured in a fresh process (VmHWM growth around the call, labels included).
 """
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,47 +21,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the hash builders shared with tests/test_group.py
+sys.path.insert(0, str(ROOT / "bench"))
 
-import lora_native  # noqa: E402
 from lora_native import _native  # noqa: E402
 from lora_native.dedup import group_near_duplicates, groups_from_labels  # noqa: E402
 from builders.hashes import labels_from_pairs, pairs_within, planted_hashes  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
-RESULTS_HEADER = """# Benchmark results
-
-Each section is appended by a script under `bench/` (machine, date, command, figures).
-Timings on shared machines vary; each section says what else was running when known.
-"""
-
-
-class Timing(list):
-    """Wall times of the runs, plus the process CPU time of the fastest (all threads: on a
-    shared machine, CPU/wall near the thread count means the cores really were ours)."""
-    cpu_of_best = 0.0
-
-
-def timed(fn, repeat):
-    times, result = Timing(), None
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if not times or wall < min(times):
-            times.cpu_of_best = cpu
-        times.append(wall)
-    return result, times
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+from _common import append_section, machine_line, timed  # noqa: E402
 
 
 def vm_hwm_mib():
@@ -163,7 +126,6 @@ def main():
                                                               times.cpu_of_best))
     for name, full in (("NumPy brute force, extrapolated", np_full), ("C brute force, extrapolated", c_full)):
         table.append("| %s | %d | 1 | %.0f | | |" % (name, args.n, full))
-    info = lora_native.build_info()
     notes = [
         "- data: %d hashes, seed %d, 5%% in planted groups of 2-8 (copies of a seed with 0-6 bits "
         "flipped), %d distinct values; t = %d; cost model chose %s" % (
@@ -178,25 +140,14 @@ def main():
             args.n, np_full / best_all, c_full / best_all, len(sub), np_full / best_one),
         "- subsample labels: MIH == NumPy brute force == C brute force",
     ]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    machine = "%s, %d cores (lscpu); %s; Python %s, NumPy %s; lora-native %s, simd %s; load average %.2f at start" % (
-        cpu_model(), os.cpu_count(), platform.platform(), platform.python_version(), np.__version__,
-        info["version"], info["simd"], load)
+    machine = machine_line()
     print("\n".join(table))
     print("\n".join(notes))
     if split:
         raise SystemExit("planted groups were split: grouping is wrong")
     if args.no_record:
         return
-    cmd = "python bench/bench_dedup.py" + "".join(" " + a for a in sys.argv[1:])
-    section = ["", "## %s: dedup, near-duplicate grouping (bench/bench_dedup.py)" % datetime.date.today().isoformat(),
-               "", "- machine: " + machine, "- command: `%s`" % cmd, ""] + table + [""] + notes + [""]
-    if not RESULTS.exists():
-        RESULTS.write_text(RESULTS_HEADER)
-    with RESULTS.open("a") as f:
-        f.write("\n".join(section))
-    print("appended to %s" % RESULTS.relative_to(ROOT))
-
+    append_section("dedup, near-duplicate grouping", "bench_dedup.py", machine, table, notes)
 
 if __name__ == "__main__":
     main()

@@ -8,8 +8,12 @@ the first pixel of the hash grid in the most significant bit, so ``hash_hex`` pr
 
 Pillow 13 resizes vertically first when the height shrinks by more than twice as many
 pixels as the width (python-pillow/Pillow#9549); the resampler follows that rule, so the
-hashes of such tall images match imagehash running on Pillow >= 13 (on older Pillow a few
-bits of those images can differ).
+hashes of such tall images match imagehash running on Pillow >= 13. Set the environment
+variable LORA_NATIVE_PILLOW_COMPAT=12 to match imagehash on older Pillow instead.
+
+``hash_files`` decodes JPEG with libjpeg-turbo exactly as Pillow does, so for files it gives
+what ``imagehash.xxx(Image.open(path))`` gives (pass apply_orientation=False: Image.open does
+not rotate by EXIF).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from . import _native
 
-__all__ = ["image_hashes", "hashes_batch", "hash_hex"]
+__all__ = ["image_hashes", "hashes_batch", "hash_files", "hash_hex"]
 
 
 def image_hashes(array: np.ndarray) -> Tuple[int, int, int]:
@@ -38,6 +42,18 @@ def hashes_batch(arrays: Iterable[np.ndarray], threads: Optional[int] = None) ->
     images are the fastest path.
     """
     return _native.image_hashes_batch(arrays, threads=threads)
+
+
+def hash_files(paths, threads: Optional[int] = None, apply_orientation: bool = True, jpeg_draft_min_side: int = 0,
+               jpeg_decoder: str = "libjpeg", max_pixels: Optional[int] = None):
+    """Decode and hash many files on the thread pool -> (uint64 array (N, 3), list of reasons).
+
+    A file that cannot be used has the row (0, 0, 0) and its reason ("truncated", ...);
+    "ok" otherwise. ``jpeg_draft_min_side`` > 0 decodes JPEGs DCT-scaled (much faster, the
+    pHash then differs from imagehash's for some files; see bench/RESULTS.md).
+    """
+    return _native.hash_files(list(paths), threads=threads, max_pixels=max_pixels, jpeg_decoder=jpeg_decoder,
+                              jpeg_draft_min_side=jpeg_draft_min_side, apply_orientation=apply_orientation)
 
 
 def hash_hex(value: int) -> str:

@@ -58,11 +58,12 @@ class Item:
 
     @classmethod
     def from_analysis(cls, rel, a):
-        item = cls(rel=rel, format=a["format"], file_size=a["file_size"], thumb=a["thumb"])
-        if a["reason"] != "ok":
-            item.reject(a["reason"], a["message"])
-        for code in a["notes"]:
-            item.notes.append((code, NOTE_MESSAGES.get(code, code).format(**a)))
+        info = a["info"]
+        item = cls(rel=rel, format=info["format"], file_size=a["file_size"], thumb=a["thumb"])
+        if info["reason"] != "ok":
+            item.reject(info["reason"], info["message"])
+        for code in info["notes"]:
+            item.notes.append((code, NOTE_MESSAGES.get(code, code).format(**info)))
         if a["decoded"]:
             item.width, item.height = a["width"], a["height"]
             item.metrics = {k: a[k] for k in ("blur", "mean_luma", "p1_luma", "p99_luma", "entropy",

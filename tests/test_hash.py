@@ -268,3 +268,40 @@ def test_xxh64_buffers_and_errors():
         _native.xxh64(b"x", -1)
     with pytest.raises(TypeError, match="seed"):
         _native.xxh64(b"x", 1.5)
+
+
+def test_hash_files_equal_imagehash_from_files(tmp_path, generated):
+    """From files: our decode (libjpeg-turbo for JPEG) + hashes == Pillow's decode + imagehash."""
+    paths, expected = [], []
+    for i, (name, a) in enumerate(generated[:60]):
+        if a.ndim == 3 and a.shape[2] == 4:
+            a = a[..., :3]
+        fmt, ext = [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp")][i % 3]
+        path = tmp_path / ("%03d%s" % (i, ext))
+        kw = {"lossless": True} if fmt == "WEBP" else ({"quality": 90} if fmt == "JPEG" else {})
+        Image.fromarray(a).save(path, fmt, **kw)
+        with Image.open(path) as im:
+            expected.append(reference_hex(np.asarray(im.convert("RGB"))))
+        paths.append(str(path))
+    paths.append(str(tmp_path / "missing.png"))
+    hashes, reasons = hashing.hash_files(paths, threads=2, apply_orientation=False)
+    assert hashes.shape == (61, 3) and hashes.dtype == np.uint64
+    assert reasons[:60] == ["ok"] * 60 and reasons[60] == "unreadable"
+    got = [tuple(hashing.hash_hex(v) for v in row) for row in hashes[:60].tolist()]
+    assert got == expected
+    assert hashes[60].tolist() == [0, 0, 0]
+
+
+def test_hash_files_draft_mode_is_close_to_full_decode(tmp_path):
+    """DCT-scaled JPEG decoding changes pixels a little: hashes stay within a few bits."""
+    from lora_native.dedup import hamming
+    paths = []
+    for i in range(8):
+        a = make_image("photo", 1600, 1200, mode="RGB", seed=i)
+        path = tmp_path / ("%d.jpg" % i)
+        Image.fromarray(a).save(path, quality=92)
+        paths.append(str(path))
+    full, _ = hashing.hash_files(paths)
+    draft, reasons = hashing.hash_files(paths, jpeg_draft_min_side=256)
+    assert reasons == ["ok"] * 8
+    assert all(hamming(int(f), int(d)) <= 10 for f, d in zip(full[:, 2], draft[:, 2]))

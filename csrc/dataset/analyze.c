@@ -82,6 +82,11 @@ void ln_analyze_file(const char *path, const ln_analyze_opts *opts, ln_analysis 
     out->decoded = 1;
     out->width = img.width;
     out->height = img.height;
+    if (opts->hashes_only) {
+        out->status = ln_image_hashes_compute(&img, &out->hashes, &out->error);
+        ln_image_free(&img);
+        return;
+    }
     out->pixel_hash = pixel_hash(&img);
     ln_image small = {0};
     rc = ln_quality_downscale(&img, &small, &out->error);

@@ -18,6 +18,7 @@ typedef struct {
     ln_decode_opts decode;
     int thumb_size;     /* long side of the JPEG thumbnail; 0 = none */
     int thumb_quality;  /* 1..100 */
+    int hashes_only;    /* decode and hash only: no metrics, pixel hash or thumbnail */
 } ln_analyze_opts;
 
 typedef struct {

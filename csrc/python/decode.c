@@ -27,13 +27,50 @@ typedef struct {
 #define OPTION_REFS(a) &(a).ext, &(a).max_pixels, &(a).jpeg_decoder, &(a).draft, &(a).orient, &(a).header_only
 
 /* Fills o from the shared keyword arguments. Returns 0, or -1 with an exception set. */
+int ln_py_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int draft, int orient, int header_only,
+                      ln_decode_opts *opts)
+{
+    ln_decode_opts_init(opts);
+    if (max_pixels && max_pixels != Py_None) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(max_pixels);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError, "max_pixels must be a positive integer");
+            }
+            return -1;
+        }
+        if (v == 0) {
+            PyErr_SetString(PyExc_ValueError, "max_pixels must be a positive integer (None for the default)");
+            return -1;
+        }
+        opts->max_pixels = v;
+    }
+    if (!jpeg_decoder || !strcmp(jpeg_decoder, "libjpeg")) {
+        opts->jpeg_decoder = LN_JPEG_LIBJPEG;
+    } else if (!strcmp(jpeg_decoder, "stb")) {
+        opts->jpeg_decoder = LN_JPEG_STB;
+    } else {
+        PyErr_Format(PyExc_ValueError, "jpeg_decoder must be 'libjpeg' or 'stb', got '%s'", jpeg_decoder);
+        return -1;
+    }
+    if (draft < 0) {
+        PyErr_SetString(PyExc_ValueError, "jpeg_draft_min_side must be >= 0");
+        return -1;
+    }
+    opts->jpeg_draft_min_side = draft;
+    opts->apply_orientation = orient;
+    opts->header_only = header_only;
+    return 0;
+}
+
+/* Fills o from the shared keyword arguments. Returns 0, or -1 with an exception set. */
 static int parse_opts(const option_args *a, py_decode_opts *o)
 {
-    PyObject *ext = a->ext, *max_pixels = a->max_pixels;
-    const char *jpeg_decoder = a->jpeg_decoder;
-    int draft = a->draft;
-    ln_decode_opts_init(&o->opts);
+    if (ln_py_decode_opts(a->max_pixels, a->jpeg_decoder, a->draft, a->orient, a->header_only, &o->opts) < 0)
+        return -1;
     o->ext[0] = '\0';
+    PyObject *ext = a->ext;
     if (ext && ext != Py_None) {
         const char *s;
         Py_ssize_t len;
@@ -53,36 +90,6 @@ static int parse_opts(const option_args *a, py_decode_opts *o)
         o->ext[len] = '\0';
         o->opts.ext = o->ext;
     }
-    if (max_pixels && max_pixels != Py_None) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(max_pixels);
-        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                PyErr_Clear();
-                PyErr_SetString(PyExc_ValueError, "max_pixels must be a positive integer");
-            }
-            return -1;
-        }
-        if (v == 0) {
-            PyErr_SetString(PyExc_ValueError, "max_pixels must be a positive integer (None for the default)");
-            return -1;
-        }
-        o->opts.max_pixels = v;
-    }
-    if (!jpeg_decoder || !strcmp(jpeg_decoder, "libjpeg")) {
-        o->opts.jpeg_decoder = LN_JPEG_LIBJPEG;
-    } else if (!strcmp(jpeg_decoder, "stb")) {
-        o->opts.jpeg_decoder = LN_JPEG_STB;
-    } else {
-        PyErr_Format(PyExc_ValueError, "jpeg_decoder must be 'libjpeg' or 'stb', got '%s'", jpeg_decoder);
-        return -1;
-    }
-    if (draft < 0) {
-        PyErr_SetString(PyExc_ValueError, "jpeg_draft_min_side must be >= 0");
-        return -1;
-    }
-    o->opts.jpeg_draft_min_side = draft;
-    o->opts.apply_orientation = a->orient;
-    o->opts.header_only = a->header_only;
     return 0;
 }
 
@@ -117,7 +124,7 @@ static PyObject *image_to_array(ln_image *img)
     return arr;
 }
 
-static PyObject *info_to_dict(const ln_decode_info *info)
+PyObject *ln_py_decode_info_dict(const ln_decode_info *info)
 {
     PyObject *notes = PyList_New(0);
     if (!notes)
@@ -152,7 +159,7 @@ static PyObject *result_tuple(ln_image *img, const ln_decode_info *info)
     PyObject *arr = image_to_array(img);
     if (!arr)
         return NULL;
-    PyObject *d = info_to_dict(info);
+    PyObject *d = ln_py_decode_info_dict(info);
     if (!d) {
         Py_DECREF(arr);
         return NULL;

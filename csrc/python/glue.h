@@ -12,6 +12,7 @@
 #include <numpy/arrayobject.h>
 
 #include "ln_common.h"
+#include "ln_decode.h"
 #include "ln_image.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
@@ -31,6 +32,13 @@ int ln_py_image_arg(PyObject *obj, const char *what, ln_image *img, PyObject **h
 PyObject *ln_py_array_from_image(const ln_image *img);
 /* Path argument (str, bytes, os.PathLike) -> new bytes object (os.fsencode). */
 PyObject *ln_py_fspath_bytes(PyObject *obj);
+
+/* Decode options from the keyword arguments every file-reading function takes
+ * (max_pixels, jpeg_decoder, jpeg_draft_min_side, apply_orientation, header_only). */
+int ln_py_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int draft, int orient, int header_only,
+                      ln_decode_opts *opts);
+/* The decode record as a dict: format, reason, message, notes, width/height as stored, ... */
+PyObject *ln_py_decode_info_dict(const ln_decode_info *info);
 
 /* Per-area registration: each glue file adds its functions to the module. */
 int ln_py_register_info(PyObject *m);

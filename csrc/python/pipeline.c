@@ -6,34 +6,6 @@
 
 #include "ln_dataset.h"
 
-/* ---- decode options shared by analyze and export ---- */
-
-static int parse_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int apply_orientation,
-                             ln_decode_opts *opts)
-{
-    ln_decode_opts_init(opts);
-    if (max_pixels && max_pixels != Py_None) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(max_pixels);
-        if (v == (unsigned long long)-1 && PyErr_Occurred())
-            return -1;
-        if (v == 0) {
-            PyErr_SetString(PyExc_ValueError, "max_pixels must be positive");
-            return -1;
-        }
-        opts->max_pixels = v;
-    }
-    if (jpeg_decoder && strcmp(jpeg_decoder, "libjpeg") == 0) {
-        opts->jpeg_decoder = LN_JPEG_LIBJPEG;
-    } else if (jpeg_decoder && strcmp(jpeg_decoder, "stb") == 0) {
-        opts->jpeg_decoder = LN_JPEG_STB;
-    } else if (jpeg_decoder) {
-        PyErr_Format(PyExc_ValueError, "jpeg_decoder must be 'libjpeg' or 'stb', got '%s'", jpeg_decoder);
-        return -1;
-    }
-    opts->apply_orientation = apply_orientation;
-    return 0;
-}
-
 /* A list of bytes paths kept alive for the duration of a batch, plus the C pointers. */
 typedef struct {
     PyObject *list;
@@ -63,60 +35,104 @@ static int path_list_add(path_list *pl, Py_ssize_t i, PyObject *obj)
     return 0;
 }
 
-static PyObject *note_list(uint32_t notes)
-{
-    PyObject *list = PyList_New(0);
-    if (!list)
-        return NULL;
-    for (int bit = 0; bit < LN_NOTE_COUNT_BITS; bit++) {
-        if (!(notes & (1u << bit)))
-            continue;
-        PyObject *s = PyUnicode_FromString(ln_note_name(1u << bit));
-        if (!s || PyList_Append(list, s) < 0) {
-            Py_XDECREF(s);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(s);
-    }
-    return list;
-}
-
 static PyObject *analysis_dict(const ln_analysis *a)
 {
-    const ln_decode_info *in = &a->info;
-    PyObject *notes = note_list(in->notes);
-    if (!notes)
+    PyObject *info = ln_py_decode_info_dict(&a->info);
+    if (!info)
         return NULL;
-    PyObject *thumb = a->thumb.len ? PyBytes_FromStringAndSize((const char *)a->thumb.data, (Py_ssize_t)a->thumb.len)
-                                   : (Py_INCREF(Py_None), Py_None);
-    if (!thumb) {
-        Py_DECREF(notes);
-        return NULL;
+    PyObject *thumb = Py_None, *error = Py_None;
+    Py_INCREF(thumb);
+    Py_INCREF(error);
+    if (a->thumb.len) {
+        Py_SETREF(thumb, PyBytes_FromStringAndSize((const char *)a->thumb.data, (Py_ssize_t)a->thumb.len));
     }
-    PyObject *error = a->status != LN_OK ? PyUnicode_DecodeUTF8(a->error.msg, (Py_ssize_t)strlen(a->error.msg), "replace")
-                                         : (Py_INCREF(Py_None), Py_None);
-    PyObject *message = PyUnicode_DecodeUTF8(in->message, (Py_ssize_t)strlen(in->message), "replace");
-    if (!error || !message) {
-        Py_DECREF(notes);
-        Py_DECREF(thumb);
+    if (a->status != LN_OK) {
+        Py_SETREF(error, PyUnicode_DecodeUTF8(a->error.msg, (Py_ssize_t)strlen(a->error.msg), "replace"));
+    }
+    if (!thumb || !error) {
+        Py_DECREF(info);
+        Py_XDECREF(thumb);
         Py_XDECREF(error);
-        Py_XDECREF(message);
         return NULL;
     }
-    return Py_BuildValue(
-        "{s:s,s:N,s:s,s:N,s:i,s:i,s:i,s:i,s:i,s:i,s:K,s:K,s:O,s:i,s:i,s:d,s:d,s:i,s:i,s:d,s:d,s:K,s:K,s:K,s:K,s:N,"
-        "s:N}",
-        "reason", ln_reason_name(in->reason), "message", message, "format", ln_format_name(in->format), "notes",
-        notes, "stored_width", in->width, "stored_height", in->height, "channels", in->channels, "bit_depth",
-        in->bit_depth, "frames", in->frames, "orientation", in->orientation, "file_size",
-        (unsigned long long)a->file_size, "file_hash", (unsigned long long)a->file_hash, "decoded",
-        a->decoded ? Py_True : Py_False, "width", a->width, "height", a->height, "blur", a->quality.blur,
-        "mean_luma", a->quality.mean_luma, "p1_luma", a->quality.p1_luma, "p99_luma", a->quality.p99_luma,
-        "entropy", a->quality.entropy, "color_fraction", a->quality.color_fraction, "ahash",
-        (unsigned long long)a->hashes.ahash, "dhash", (unsigned long long)a->hashes.dhash, "phash",
-        (unsigned long long)a->hashes.phash, "pixel_hash", (unsigned long long)a->pixel_hash, "thumb", thumb,
-        "error", error);
+    const ln_quality *q = &a->quality;
+    return Py_BuildValue("{s:N,s:K,s:K,s:O,s:i,s:i,s:d,s:d,s:i,s:i,s:d,s:d,s:K,s:K,s:K,s:K,s:N,s:N}", "info", info,
+                         "file_size", (unsigned long long)a->file_size, "file_hash",
+                         (unsigned long long)a->file_hash, "decoded", a->decoded ? Py_True : Py_False, "width",
+                         a->width, "height", a->height, "blur", q->blur, "mean_luma", q->mean_luma, "p1_luma",
+                         q->p1_luma, "p99_luma", q->p99_luma, "entropy", q->entropy, "color_fraction",
+                         q->color_fraction, "ahash", (unsigned long long)a->hashes.ahash, "dhash",
+                         (unsigned long long)a->hashes.dhash, "phash", (unsigned long long)a->hashes.phash,
+                         "pixel_hash", (unsigned long long)a->pixel_hash, "thumb", thumb, "error", error);
+}
+
+/* Paths -> path_list (bytes kept alive) or NULL with an exception set. */
+static int collect_paths(PyObject *seq, path_list *pl)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    pl->n = n;
+    pl->list = PyList_New(n);
+    pl->ptrs = calloc((size_t)n + 1, sizeof(char *));
+    if (!pl->list || !pl->ptrs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (path_list_add(pl, i, PySequence_Fast_GET_ITEM(seq, i)) < 0)
+            return -1;
+    return 0;
+}
+
+/* Runs ln_analyze_files over `paths_obj` with the GIL released; results (n of them) are
+ * allocated here and must be released with free_results. */
+static int run_analysis(PyObject *self, PyObject *paths_obj, const ln_analyze_opts *opts, int threads,
+                        ln_analysis **results, Py_ssize_t *count)
+{
+    *results = NULL;
+    *count = 0;
+    PyObject *seq = PySequence_Fast(paths_obj, "paths must be a sequence of paths");
+    if (!seq)
+        return -1;
+    path_list pl = {0};
+    int ok = -1;
+    if (collect_paths(seq, &pl) < 0)
+        goto done;
+    Py_ssize_t n = pl.n;
+    ln_analysis *res = calloc((size_t)n + 1, sizeof(ln_analysis));
+    if (!res) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_analyze_files(pl.ptrs, (size_t)n, opts, threads, res, &err);
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; rc == LN_OK && i < n; i++)
+        if (res[i].status == LN_ERR_NOMEM)
+            rc = ln_fail(&err, LN_ERR_NOMEM, "out of memory analysing images");
+    if (rc != LN_OK) {
+        ln_py_raise(self, &err);
+        for (Py_ssize_t i = 0; i < n; i++)
+            ln_analysis_free(&res[i]);
+        free(res);
+        goto done;
+    }
+    *results = res;
+    *count = n;
+    ok = 0;
+done:
+    path_list_free(&pl);
+    Py_DECREF(seq);
+    return ok;
+}
+
+static void free_results(ln_analysis *res, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        ln_analysis_free(&res[i]);
+    free(res);
 }
 
 static PyObject *py_analyze_files(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -125,71 +141,80 @@ static PyObject *py_analyze_files(PyObject *self, PyObject *args, PyObject *kwar
                              NULL};
     PyObject *paths_obj, *threads_obj = Py_None, *max_pixels = Py_None;
     const char *jpeg_decoder = "libjpeg";
-    int apply_orientation = 1, thumb_size = 0;
+    int apply_orientation = 1, thumb_size = 0, threads;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOspi:analyze_files", kwlist, &paths_obj, &threads_obj,
                                      &max_pixels, &jpeg_decoder, &apply_orientation, &thumb_size))
         return NULL;
-    int threads;
-    if (ln_py_threads_arg(threads_obj, &threads) < 0)
-        return NULL;
     ln_analyze_opts opts;
     ln_analyze_opts_init(&opts);
-    if (parse_decode_opts(max_pixels, jpeg_decoder, apply_orientation, &opts.decode) < 0)
+    if (ln_py_threads_arg(threads_obj, &threads) < 0 ||
+        ln_py_decode_opts(max_pixels, jpeg_decoder, 0, apply_orientation, 0, &opts.decode) < 0)
         return NULL;
-    if (thumb_size < 0 || thumb_size > 1024) {
-        PyErr_SetString(PyExc_ValueError, "thumb_size must be between 0 and 1024");
+    if (thumb_size < 0 || thumb_size > LN_CHECKS_SIDE) {
+        PyErr_Format(PyExc_ValueError, "thumb_size must be between 0 and %d", LN_CHECKS_SIDE);
         return NULL;
     }
     opts.thumb_size = thumb_size;
-
-    PyObject *seq = PySequence_Fast(paths_obj, "paths must be a sequence of paths");
-    if (!seq)
+    ln_analysis *res;
+    Py_ssize_t n;
+    if (run_analysis(self, paths_obj, &opts, threads, &res, &n) < 0)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    path_list pl = {PyList_New(n), calloc((size_t)n + 1, sizeof(char *)), n};
-    ln_analysis *results = calloc((size_t)n + 1, sizeof(ln_analysis));
-    PyObject *out = NULL;
-    if (!pl.list || !pl.ptrs || !results) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (path_list_add(&pl, i, PySequence_Fast_GET_ITEM(seq, i)) < 0)
-            goto done;
-    ln_error err;
-    ln_error_clear(&err);
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = ln_analyze_files(pl.ptrs, (size_t)n, &opts, threads, results, &err);
-    Py_END_ALLOW_THREADS
-    if (rc != LN_OK) {
-        ln_py_raise(self, &err);
-        goto done;
-    }
-    out = PyList_New(n);
-    if (!out)
-        goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (results[i].status == LN_ERR_NOMEM) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *d = analysis_dict(&res[i]);
+        if (!d)
             Py_CLEAR(out);
-            PyErr_NoMemory();
-            goto done;
-        }
-        PyObject *d = analysis_dict(&results[i]);
-        if (!d) {
-            Py_CLEAR(out);
-            goto done;
-        }
-        PyList_SET_ITEM(out, i, d);
+        else
+            PyList_SET_ITEM(out, i, d);
     }
-done:
-    if (results)
-        for (Py_ssize_t i = 0; i < n; i++)
-            ln_analysis_free(&results[i]);
-    free(results);
-    path_list_free(&pl);
-    Py_DECREF(seq);
+    free_results(res, n);
     return out;
+}
+
+static PyObject *py_hash_files(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"paths", "threads", "max_pixels", "jpeg_decoder", "jpeg_draft_min_side",
+                             "apply_orientation", NULL};
+    PyObject *paths_obj, *threads_obj = Py_None, *max_pixels = Py_None;
+    const char *jpeg_decoder = "libjpeg";
+    int draft = 0, apply_orientation = 1, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOsip:hash_files", kwlist, &paths_obj, &threads_obj,
+                                     &max_pixels, &jpeg_decoder, &draft, &apply_orientation))
+        return NULL;
+    ln_analyze_opts opts;
+    ln_analyze_opts_init(&opts);
+    if (ln_py_threads_arg(threads_obj, &threads) < 0 ||
+        ln_py_decode_opts(max_pixels, jpeg_decoder, draft, apply_orientation, 0, &opts.decode) < 0)
+        return NULL;
+    opts.hashes_only = 1;
+    ln_analysis *res;
+    Py_ssize_t n;
+    if (run_analysis(self, paths_obj, &opts, threads, &res, &n) < 0)
+        return NULL;
+    npy_intp dims[2] = {n, 3};
+    PyObject *hashes = PyArray_ZEROS(2, dims, NPY_UINT64, 0);
+    PyObject *reasons = PyList_New(n);
+    if (hashes && reasons) {
+        uint64_t *h = (uint64_t *)PyArray_DATA((PyArrayObject *)hashes);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            h[3 * i] = res[i].hashes.ahash;
+            h[3 * i + 1] = res[i].hashes.dhash;
+            h[3 * i + 2] = res[i].hashes.phash;
+            PyObject *r = PyUnicode_FromString(ln_reason_name(res[i].info.reason));
+            if (!r) {
+                Py_CLEAR(reasons);
+                break;
+            }
+            PyList_SET_ITEM(reasons, i, r);
+        }
+    }
+    free_results(res, n);
+    if (!hashes || !reasons) {
+        Py_XDECREF(hashes);
+        Py_XDECREF(reasons);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", hashes, reasons);
 }
 
 /* ---- plans: {"out_size": (w, h), "box": (x0, y0, x1, y1), "inner_size": (w, h), "offset": (x, y)} ---- */
@@ -374,7 +399,7 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
         return NULL;
     ln_export_opts opts;
     ln_export_opts_init(&opts);
-    if (parse_decode_opts(max_pixels, jpeg_decoder, apply_orientation, &opts.decode) < 0)
+    if (ln_py_decode_opts(max_pixels, jpeg_decoder, 0, apply_orientation, 0, &opts.decode) < 0)
         return NULL;
     if (strcmp(format, "png") == 0) {
         opts.format = LN_OUTPUT_PNG;
@@ -460,6 +485,10 @@ static PyMethodDef pipeline_methods[] = {
     {"analyze_files", (PyCFunction)(void (*)(void))py_analyze_files, METH_VARARGS | METH_KEYWORDS,
      "analyze_files(paths, threads=None, max_pixels=None, jpeg_decoder='libjpeg', apply_orientation=True, "
      "thumb_size=0) -> list of dicts (reason, metrics, hashes, thumbnail) in the order of paths."},
+    {"hash_files", (PyCFunction)(void (*)(void))py_hash_files, METH_VARARGS | METH_KEYWORDS,
+     "hash_files(paths, threads=None, max_pixels=None, jpeg_decoder='libjpeg', jpeg_draft_min_side=0, "
+     "apply_orientation=True) -> (uint64 array (N, 3) of aHash, dHash, pHash; list of reasons). Rows of files "
+     "that could not be decoded are 0 with their reason."},
     {"export_files", (PyCFunction)(void (*)(void))py_export_files, METH_VARARGS | METH_KEYWORDS,
      "export_files(jobs, threads=None, format='png', quality=95, ...) -> list of None or error message. "
      "Each job is (src, dst, (width, height), plan); outputs are written atomically."},
