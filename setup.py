@@ -94,11 +94,16 @@ def sanitizers():
 
 
 def cuda_config():
-    if os.environ.get("LORA_NATIVE_CUDA", "1") in ("0", "no", "false") or sanitizers():
-        return None
+    """-> (config or None, why CUDA is off)."""
+    if os.environ.get("LORA_NATIVE_CUDA", "1") in ("0", "no", "false"):
+        return None, "disabled by LORA_NATIVE_CUDA=0 at build time"
+    if sanitizers():
+        return None, "sanitizer build (CPU only)"
     nvcc = shutil.which("nvcc")
     if not nvcc:
-        return None
+        return None, "nvcc was not on PATH at build time"
+    if not cu_sources():
+        return None, "no CUDA sources"
     archs = os.environ.get("LORA_NATIVE_CUDA_ARCHS", "80;86;89;90").replace(",", ";")
     archs = [a.strip() for a in archs.split(";") if a.strip()]
     home = Path(nvcc).resolve().parent.parent
@@ -109,8 +114,8 @@ def cuda_config():
     else:
         # nvcc without a static runtime cannot link our module: build CPU-only and say why.
         sys.stderr.write("lora-native: nvcc found but libcudart_static.a is missing; building CPU-only\n")
-        return None
-    return {"nvcc": nvcc, "archs": archs, "home": home}
+        return None, "nvcc found but libcudart_static.a is missing"
+    return {"nvcc": nvcc, "archs": archs, "home": home}, ""
 
 
 def c_sources():
@@ -125,7 +130,7 @@ def cu_sources():
 class BuildExt(build_ext):
     def build_extension(self, ext):
         cuda = self.distribution.lora_cuda
-        if cuda and cu_sources():
+        if cuda:
             objects = []
             build_temp = Path(self.build_temp) / "cuda"
             build_temp.mkdir(parents=True, exist_ok=True)
@@ -166,11 +171,13 @@ def make_extension():
                                                         "-O1", "-g"]
         ldflags += [flag]
         macros.append(("LN_SANITIZE", '"%s"' % ",".join(san)))
-    cuda = cuda_config()
-    if cuda and cu_sources():
+    cuda, why_not = cuda_config()
+    if cuda:
         macros += [("LN_WITH_CUDA", "1"), ("LN_CUDA_ARCHS", '"%s"' % ";".join(cuda["archs"]))]
         library_dirs.append(str(cuda["home"] / "lib64"))
         libraries += ["cudart_static", "dl", "rt", "stdc++"]
+    else:
+        macros.append(("LN_CUDA_OFF_REASON", '"%s"' % why_not))
     return Extension(
         "lora_native._native",
         sources=c_sources(),

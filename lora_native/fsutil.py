@@ -28,6 +28,7 @@ def atomic_write_text(path, text, encoding="utf-8"):
 
 def display_path(path):
     """A printable form of any path, including names that are not valid UTF-8."""
+    path = os.fspath(path)
     if isinstance(path, bytes):
         return path.decode("utf-8", "backslashreplace")
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

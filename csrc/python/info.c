@@ -25,10 +25,10 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
 #endif
 #ifdef LN_WITH_CUDA
     PyObject *cuda = Py_True;
-    const char *archs = LN_CUDA_ARCHS;
+    const char *archs = LN_CUDA_ARCHS, *cuda_off = "";
 #else
     PyObject *cuda = Py_False;
-    const char *archs = "";
+    const char *archs = "", *cuda_off = LN_CUDA_OFF_REASON;
 #endif
 #ifdef LN_SANITIZE
     const char *sanitize = LN_SANITIZE;
@@ -36,12 +36,13 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
     const char *sanitize = "";
 #endif
     ln_simd_level simd = ln_simd_detect();
-    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:s,s:i,s:s,s:s,s:s,s:s,s:s}",
+    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:s,s:s,s:i,s:s,s:s,s:s,s:s,s:s}",
                          "version", LN_VERSION,
                          "compiler", "gcc " __VERSION__,
                          "simd", ln_simd_name(simd),
                          "cuda", cuda,
                          "cuda_archs", archs,
+                         "cuda_off_reason", cuda_off,
                          "threads", ln_cpu_count(),
                          "libyaml", yaml_get_version_string(),
                          "libwebp", webp_version,
@@ -79,7 +80,7 @@ static PyObject *py_cuda_devices(PyObject *self, PyObject *noargs)
     return Py_BuildValue("(Ns)", devices, count ? "" : err.msg);
 #else
     (void)self;
-    return Py_BuildValue("([]s)", "this build has no CUDA support (nvcc was not on PATH when it was built)");
+    return Py_BuildValue("([]s)", "this build has no CUDA support: " LN_CUDA_OFF_REASON);
 #endif
 }
 
@@ -100,7 +101,7 @@ static PyObject *py_cuda_selftest(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 #else
     ln_error err;
-    ln_fail(&err, LN_ERR_UNSUPPORTED, "this build has no CUDA support (nvcc was not on PATH when it was built)");
+    ln_fail(&err, LN_ERR_UNSUPPORTED, "this build has no CUDA support: %s", LN_CUDA_OFF_REASON);
     return ln_py_raise(self, &err);
 #endif
 }

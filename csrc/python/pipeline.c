@@ -481,7 +481,35 @@ done:
     return out;
 }
 
+static PyObject *py_quality_metrics(PyObject *self, PyObject *array)
+{
+    PyObject *keep;
+    ln_image view;
+    if (ln_py_image_arg(array, "array", &view, &keep) < 0)
+        return NULL;
+    if (view.channels != 3) {
+        Py_DECREF(keep);
+        PyErr_SetString(PyExc_ValueError, "quality_metrics needs an RGB image (H, W, 3)");
+        return NULL;
+    }
+    ln_quality q;
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_quality_compute(&view, &q, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(keep);
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    return Py_BuildValue("{s:d,s:d,s:i,s:i,s:d,s:d}", "blur", q.blur, "mean_luma", q.mean_luma, "p1_luma", q.p1_luma,
+                         "p99_luma", q.p99_luma, "entropy", q.entropy, "color_fraction", q.color_fraction);
+}
+
 static PyMethodDef pipeline_methods[] = {
+    {"quality_metrics", py_quality_metrics, METH_O,
+     "quality_metrics(rgb_array) -> dict: blur, mean_luma, p1_luma, p99_luma, entropy, color_fraction "
+     "(measured on the 256-px box downscale)."},
     {"analyze_files", (PyCFunction)(void (*)(void))py_analyze_files, METH_VARARGS | METH_KEYWORDS,
      "analyze_files(paths, threads=None, max_pixels=None, jpeg_decoder='libjpeg', apply_orientation=True, "
      "thumb_size=0) -> list of dicts (reason, metrics, hashes, thumbnail) in the order of paths."},

@@ -1,0 +1,61 @@
+"""The lora-native command: demo, info, errors."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from lora_native import cli
+from lora_native.demo import generate
+
+
+def test_demo_generates_and_cleans(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--count", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "duplicate" in printed
+    report = json.loads((out / "clean" / "report.json").read_text())
+    status = {it["path"]: it for it in report["items"]}
+    assert status["cut_off.jpg"]["reasons"][0]["code"] == "truncated"
+    assert status["empty.png"]["reasons"][0]["code"] == "empty_file"
+    assert status["download.png"]["reasons"][0]["code"] == "not_an_image"
+    assert status["blurry_shot.png"]["reasons"][0]["code"] == "blurry"
+    assert status["thumbnail.png"]["reasons"][0]["code"] == "too_small"
+    assert status["copy_of_landscape_01.png"]["duplicate_kind"] == "exact"
+    assert status["landscape_02_edit.jpg"]["duplicate_kind"] == "near"
+    assert status["landscape_04_crop.png"]["duplicate_kind"] == "near"
+    assert status["really_a_png.jpg"]["status"] == "kept"
+    assert status["really_a_png.jpg"]["notes"][0]["code"] == "wrong_extension"
+    kept = [p for p, it in status.items() if it["status"] == "kept"]
+    assert len(kept) == 11  # the 10 pictures and the PNG named .jpg
+    with open(out / "clean" / "metadata.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 12 and all(r[1].startswith("lnstyle, a paper-cut landscape") for r in rows[1:])
+    # a second run regenerates the raw folder and replaces the clean output
+    assert cli.main(["demo", "--out", str(out), "--count", "10"]) == 0
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    try:
+        generate(str(tmp_path), count=2)
+    except Exception as e:
+        assert "not made by the demo" in str(e)
+    else:
+        raise AssertionError("generate() overwrote a foreign folder")
+    assert (tmp_path / "mine.txt").read_text() == "x"
+
+
+def test_info_prints_build(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "simd" in out and "version" in out and "gpus" in out or "gpu 0" in out
+
+
+def test_console_entry_and_module_run():
+    r = subprocess.run([sys.executable, "-m", "lora_native", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("lora-native ")
+    r = subprocess.run([sys.executable, "-m", "lora_native", "clean", "/nonexistent/dir", "--out", "/tmp/x-ln"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: source folder") and "Traceback" not in r.stderr
+    assert not os.path.exists("/tmp/x-ln")
