@@ -46,10 +46,11 @@ test-asan: install
 	rm -rf $(ASAN_DIR)
 	LORA_NATIVE_SANITIZE=$(SANITIZERS) $(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)-tmp
 	cp lora_native/*.py $(ASAN_DIR)/lora_native/
-	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	# Run from inside the ASan build so that its lora_native (first on sys.path) is imported.
+	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LORA_NATIVE_EXPECT_SANITIZE=$(SANITIZERS) \
-	PYTHONPATH=$(ASAN_DIR) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" \
-		--junitxml=build/test-asan-results.xml tests
+	$(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider -m "not slow" --rootdir=$(CURDIR) \
+		--junitxml=$(CURDIR)/build/test-asan-results.xml $(CURDIR)/tests
 
 fuzz: deps-test
 	bash tests/fuzz/build.sh
