@@ -198,11 +198,15 @@ def version():
     raise RuntimeError("lora_native/_version.py has no __version__")
 
 
-ext, cuda = make_extension()
+def main():
+    ext, cuda = make_extension()
+
+    class LoraDistribution(Distribution):
+        lora_cuda = cuda
+
+    setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt}, distclass=LoraDistribution)
 
 
-class LoraDistribution(Distribution):
-    lora_cuda = cuda
-
-
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt}, distclass=LoraDistribution)
+# setuptools runs this file as __main__; tests import it to check the dependency messages.
+if __name__ == "__main__":
+    main()

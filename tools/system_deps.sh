@@ -2,9 +2,12 @@
 # Checks the Debian/Ubuntu packages lora-native builds against; installs the missing ones
 # with apt-get when run as root, otherwise prints the exact command and fails.
 # Usage: tools/system_deps.sh [--test]   (--test adds what `make test` needs: clang for the fuzzer)
+# EXTRA_PACKAGES="a b" adds packages to the check.
 set -euo pipefail
 
 packages=(gcc make pkg-config libstb-dev libyaml-dev libwebp-dev libjpeg-dev)
+read -r -a extra <<<"${EXTRA_PACKAGES:-}"
+packages+=("${extra[@]}")
 if [[ "${1:-}" == "--test" ]]; then
     packages+=(clang libclang-rt-14-dev)
 fi

@@ -35,22 +35,9 @@ static uint64_t pixel_hash(const ln_image *img)
 
 static int make_thumb(const ln_image *rgb, int side, int quality, ln_buffer *out, ln_error *err)
 {
-    int w = rgb->width, h = rgb->height, tw = w, th = h;
-    if (w > side || h > side) {
-        if (w >= h) {
-            tw = side;
-            th = (int)((double)h * side / w + 0.5);
-        } else {
-            th = side;
-            tw = (int)((double)w * side / h + 0.5);
-        }
-    }
-    if (tw < 1)
-        tw = 1;
-    if (th < 1)
-        th = 1;
+    ln_size fit = ln_fit_within(rgb->width, rgb->height, side);
     ln_image t;
-    int rc = ln_image_alloc(&t, tw, th, 3, err);
+    int rc = ln_image_alloc(&t, fit.width, fit.height, 3, err);
     if (rc != LN_OK)
         return rc;
     rc = ln_resample(rgb, &t, NULL, LN_FILTER_BICUBIC, err);

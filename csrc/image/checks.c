@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ln_geometry.h"
 #include "ln_resample.h"
 
 int ln_quality_downscale(const ln_image *rgb, ln_image *small, ln_error *err)
@@ -10,20 +11,8 @@ int ln_quality_downscale(const ln_image *rgb, ln_image *small, ln_error *err)
     if (!rgb || !rgb->data || rgb->channels != 3)
         return ln_fail(err, LN_ERR_ARG, "quality metrics need an RGB image");
     int w = rgb->width, h = rgb->height;
-    int lw = w, lh = h;
-    if (w > LN_CHECKS_SIDE || h > LN_CHECKS_SIDE) {
-        if (w >= h) {
-            lw = LN_CHECKS_SIDE;
-            lh = (int)((double)h * LN_CHECKS_SIDE / w + 0.5);
-        } else {
-            lh = LN_CHECKS_SIDE;
-            lw = (int)((double)w * LN_CHECKS_SIDE / h + 0.5);
-        }
-        if (lw < 1)
-            lw = 1;
-        if (lh < 1)
-            lh = 1;
-    }
+    ln_size fit = ln_fit_within(w, h, LN_CHECKS_SIDE);
+    int lw = fit.width, lh = fit.height;
     int rc = ln_image_alloc(small, lw, lh, 3, err);
     if (rc != LN_OK)
         return rc;

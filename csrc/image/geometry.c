@@ -3,6 +3,25 @@
 #include <math.h>
 #include <stdlib.h>
 
+ln_size ln_fit_within(int width, int height, int side)
+{
+    ln_size s = {width, height};
+    if (width > side || height > side) {
+        if (width >= height) {
+            s.width = side;
+            s.height = (int)((double)height * side / width + 0.5);
+        } else {
+            s.height = side;
+            s.width = (int)((double)width * side / height + 0.5);
+        }
+    }
+    if (s.width < 1)
+        s.width = 1;
+    if (s.height < 1)
+        s.height = 1;
+    return s;
+}
+
 static int size_cmp(const void *a, const void *b)
 {
     const ln_size *x = a, *y = b;

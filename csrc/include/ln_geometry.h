@@ -22,6 +22,10 @@ typedef struct {
     int offset_x, offset_y;       /* where the region lands on the canvas (padding only) */
 } ln_plan;
 
+/* The size that fits inside side x side with the aspect kept (long side = side); images
+ * already inside are left as they are. Never below 1x1. */
+ln_size ln_fit_within(int width, int height, int side);
+
 /* Bucket resolutions as sd-scripts' make_bucket_resolutions: the square of area
  * max_w*max_h rounded down to `step`, plus every (w, h) and (h, w) with w from min_size to
  * max_size in `step`s and h = min(max_size, floor(area / w / step) * step) >= min_size.
