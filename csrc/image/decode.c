@@ -165,8 +165,10 @@ int ln_decode_memory(const uint8_t *data, size_t len, const ln_decode_opts *opts
     }
     ln_reason r = ln_sniff(data, len, &probe, info);
     ln_format claimed = ln_format_from_ext(ext);
-    if (claimed != LN_FORMAT_UNKNOWN && info->format != LN_FORMAT_UNKNOWN && info->format != claimed &&
-        !(claimed == LN_FORMAT_OTHER && info->format == LN_FORMAT_OTHER))
+    /* Only a decodable image under another name is a note; text or an unsupported format is
+     * already the reason, and its message names what the content is. */
+    int decodable = info->format >= LN_FORMAT_JPEG && info->format <= LN_FORMAT_WEBP;
+    if (claimed != LN_FORMAT_UNKNOWN && decodable && info->format != claimed)
         info->notes |= LN_NOTE_WRONG_EXTENSION;
     if (r != LN_REASON_OK)
         return LN_OK;
