@@ -216,3 +216,30 @@ def test_progress_callback_reports_both_stages(messy, tmp_path):
     lora_native.clean(src, str(tmp_path / "o"), progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert ("analyze", len(expect), len(expect)) in seen
     assert seen[-1][0] == "export" and seen[-1][1] == seen[-1][2] == 9
+
+
+def test_native_analyze_and_export_entry_points(tmp_path):
+    from builders.dataset import textured
+    from lora_native import _native
+    src = tmp_path / "a.png"
+    Image.fromarray(textured(30, (700, 500))).save(src)
+    (tmp_path / "bad.png").write_bytes(b"")
+    (rec, bad) = _native.analyze_files([str(src), str(tmp_path / "bad.png")], threads=2, thumb_size=64)
+    assert rec["info"]["reason"] == "ok" and rec["decoded"] and (rec["width"], rec["height"]) == (700, 500)
+    assert rec["thumb"][:2] == b"\xff\xd8" and rec["error"] is None
+    assert bad["info"]["reason"] == "empty_file" and not bad["decoded"] and bad["thumb"] is None
+    plan = _native.plan_crop((700, 500), (256, 256))
+    dst = tmp_path / "out.jpg"
+    assert _native.export_files([(str(src), str(dst), (700, 500), plan)], format="jpg") == [None]
+    with Image.open(dst) as im:
+        assert im.size == (256, 256) and im.format == "JPEG"
+    # the file changed since it was analyzed: refused, nothing written
+    errors = _native.export_files([(str(src), str(tmp_path / "x.png"), (640, 480), plan)])
+    assert "changed while cleaning" in errors[0] and not (tmp_path / "x.png").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp files left behind
+    with pytest.raises(ValueError):
+        _native.export_files([], format="gif")
+    with pytest.raises(ValueError):
+        _native.analyze_files([str(src)], thumb_size=-1)
+    with pytest.raises(ValueError):
+        _native.analyze_files([str(src)], jpeg_decoder="magic")
