@@ -81,7 +81,7 @@ def with_trigger(caption, trigger):
     if not trigger:
         return caption
     trigger = trigger.strip()
-    first = caption.split(",", 1)[0].strip()
-    if first == trigger:
-        return caption
+    head = [t.strip() for t in caption.split(",")][: len(trigger.split(","))]
+    if head == [t.strip() for t in trigger.split(",")]:
+        return caption  # already starts with the trigger (which may hold commas: "sks, woman")
     return trigger + (", " + caption if caption else "")

@@ -3,6 +3,7 @@
 SRC is only read. DST receives the resized images, `metadata.csv` (filename,prompt),
 `report.json` and `report.html`; every file is written atomically (temp + rename).
 """
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", "
 # Image files users drop in that we do not decode: listed so they are reported, not ignored.
 OTHER_IMAGE_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".psd", ".jxl", ".ico", ".svg", ".dng",
                           ".cr2", ".nef", ".arw", ".raw", ".exr", ".hdr")
-REPORT_NAME = "report.json"
+MANIFEST_NAME = ".lora-native-clean.json"  # what this tool wrote into DST (so reruns replace only that)
 CHUNK = 32  # files per native call: progress updates without starving the thread pool
 
 
@@ -84,6 +85,15 @@ def _check_options(o):
         raise UsageError("fit='pad' pads to one size; it cannot be combined with buckets")
     if not o.caption_extension.startswith("."):
         raise UsageError("caption_extension must start with a dot, e.g. '.txt'")
+    if not 0 <= o.threads <= 1024:
+        raise UsageError("threads must be between 0 (all cores) and 1024, got %d" % o.threads)
+    if o.bucket:
+        if not 8 <= o.bucket_step <= min(o.resolution):
+            raise UsageError("bucket step must be between 8 and the resolution's short side (%d), got %d"
+                             % (min(o.resolution), o.bucket_step))
+        if not 0 < o.min_bucket <= (o.max_bucket or 1 << 30):
+            raise UsageError("min bucket size %d must be positive and at most the max bucket size %d"
+                             % (o.min_bucket, o.max_bucket))
 
 
 def _inside(child, parent):
@@ -151,7 +161,11 @@ def _read_captions(src, rels, caption_extension, warnings):
             captions[rel] = (from_csv[key], "metadata.csv")
             continue
         base = os.path.splitext(os.path.join(src, rel))[0]
-        text = read_caption_file(base + caption_extension)
+        try:
+            text = read_caption_file(base + caption_extension)
+        except DatasetError as e:  # one unreadable caption must not stop the run
+            warnings.append("%s; the image is used without a caption" % e)
+            text = None
         if text is not None:
             captions[rel] = (text, caption_extension)
             continue
@@ -179,7 +193,6 @@ def _analyze(src, rels, o, progress):
 
 
 def _plan(o, size, buckets):
-    w, h = size
     if o.bucket:
         area = o.resolution[0] * o.resolution[1]
         bucket, resized = _native.bucket_select(size, buckets, no_upscale=o.bucket_no_upscale,
@@ -242,30 +255,60 @@ def _group_duplicates(items, usable, o):
     return groups
 
 
+def _read_manifest(out):
+    """The files an earlier clean wrote into `out` (None when `out` holds no manifest)."""
+    path = os.path.join(out, MANIFEST_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DatasetError("cannot read %s (%s); delete it to start the output folder over"
+                           % (display_path(path), e), path) from e
+    if not isinstance(data, dict) or data.get("tool") != "lora-native clean" or \
+            not isinstance(data.get("files"), list):
+        raise DatasetError("%s is not a lora-native clean manifest" % display_path(path), path)
+    return [f for f in data["files"] if isinstance(f, str)]
+
+
+def _write_manifest(out, files):
+    atomic_write_text(os.path.join(out, MANIFEST_NAME),
+                      json.dumps({"tool": "lora-native clean", "files": sorted(files)}, indent=1) + "\n")
+
+
 def _prepare_out(out, dry_run):
-    """DST may be new, empty, or a previous clean output (its files are replaced)."""
-    previous = None
+    """DST may be new, empty, or an earlier clean output (it holds our manifest). Returns the
+    files that earlier run wrote. The manifest is written before any output, so an interrupted
+    run leaves a folder that the next run recognises."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise DatasetError("output %s exists and is not a folder" % display_path(out), out)
-    if os.path.isdir(out) and os.listdir(out):
-        report = os.path.join(out, REPORT_NAME)
-        if not os.path.isfile(report):
-            raise DatasetError("output folder %s is not empty and was not written by lora-native clean; "
-                               "choose a new or empty folder" % display_path(out), out)
-        previous = report
+    previous = _read_manifest(out) if os.path.isdir(out) else None
+    if previous is None and os.path.isdir(out) and os.listdir(out):
+        raise DatasetError("output folder %s is not empty and was not written by lora-native clean; "
+                           "choose a new or empty folder" % display_path(out), out)
+    previous = previous or []
     if not dry_run:
         os.makedirs(out, exist_ok=True)
+        _write_manifest(out, previous)
     return previous
 
 
-def _previous_outputs(report_path):
-    import json
-    try:
-        with open(report_path, encoding="utf-8") as f:
-            data = json.load(f)
-        return {it["output"] for it in data.get("items", []) if it.get("output")}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+def _remove_stale(out, candidates, written):
+    """Delete what an earlier (or interrupted) run wrote and this one did not: only names from
+    our manifest, only inside `out`, only our kinds of file."""
+    root = os.path.realpath(out)
+    now = {os.path.normcase(f).casefold() for f in written}
+    for rel in candidates:
+        if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+            continue
+        if os.path.normcase(rel).casefold() in now:
+            continue  # also the same file on a case-insensitive file system
+        if os.path.splitext(rel)[1].lower() not in (".png", ".jpg", ".txt", ".csv", ".json", ".html"):
+            continue
+        path = os.path.realpath(os.path.join(out, rel))
+        if path.startswith(root + os.sep) and os.path.isfile(path):
+            os.unlink(path)
 
 
 def clean(src, out, progress=None, **options):
@@ -297,7 +340,7 @@ def clean(src, out, progress=None, **options):
     if _inside(src, out):
         raise DatasetError("the output folder must not be the source folder or contain it "
                            "(the source is never modified)", out)
-    previous_report = _prepare_out(out, o.dry_run)
+    previous_files = _prepare_out(out, o.dry_run)
     exclude = out if _inside(out, src) else None
     rels, skipped = list_images(src, exclude)
     warnings = []
@@ -353,26 +396,34 @@ def clean(src, out, progress=None, **options):
         it.caption = with_trigger(it.caption, o.trigger)
     kept = [it for it in kept if it.status == "kept"]
 
+    written = set()
     if not o.dry_run:
+        # Until this run ends, the manifest lists the old files and the new ones.
+        planned = {it.output for it in kept} | {"report.json", "report.html"}
+        if o.caption_output in ("csv", "both"):
+            planned.add("metadata.csv")
+        if o.caption_output in ("txt", "both"):
+            planned |= {os.path.splitext(it.output)[0] + ".txt" for it in kept}
+        _write_manifest(out, set(previous_files) | planned)
         _export(src, out, kept, o, progress)
-        stale = _previous_outputs(previous_report) - {it.output for it in kept} if previous_report else set()
-        for rel in stale:
-            path = os.path.join(out, rel)
-            for p in (path, os.path.splitext(path)[0] + ".txt"):
-                if os.path.isfile(p):
-                    os.unlink(p)
         kept_ok = [it for it in kept if it.status == "kept"]
+        written = {it.output for it in kept_ok} | {"report.json", "report.html"}
         if o.caption_output in ("csv", "both"):
             atomic_write_text(os.path.join(out, "metadata.csv"),
                               format_metadata_csv((it.output, it.caption) for it in kept_ok))
+            written.add("metadata.csv")
         if o.caption_output in ("txt", "both"):
             for it in kept_ok:
-                atomic_write_text(os.path.splitext(os.path.join(out, it.output))[0] + ".txt", it.caption + "\n")
+                txt = os.path.splitext(it.output)[0] + ".txt"
+                atomic_write_text(os.path.join(out, txt), it.caption + "\n")
+                written.add(txt)
+        _remove_stale(out, set(previous_files) | planned, written)
 
     report = Report(src=src, out=out, items=items, groups=groups, warnings=warnings, options=o,
                     dry_run=o.dry_run, elapsed=time.time() - started)
     if not o.dry_run:
         write_reports(report, out, atomic_write_text)
+        _write_manifest(out, written)
     return report
 
 
@@ -381,7 +432,7 @@ def _export(src, out, kept, o, progress):
     for it in kept:
         dst = os.path.join(out, it.output)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        jobs.append((os.path.join(src, it.rel), dst, (it.width, it.height), it.plan))
+        jobs.append((os.path.join(src, it.rel), dst, (it.width, it.height), it.plan, int(it.hashes["file"], 16)))
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start:start + CHUNK]
         errors = _native.export_files(chunk, threads=o.threads or None, format=o.output_format,

@@ -43,3 +43,6 @@ def test_caption_file_and_trigger(tmp_path):
     assert with_trigger("sks, a cat", "sks") == "sks, a cat"
     assert with_trigger("", "sks") == "sks"
     assert with_trigger("a cat", "") == "a cat"
+    assert with_trigger("sks, woman, red dress", "sks, woman") == "sks, woman, red dress"
+    assert with_trigger("sks, man", "sks, woman") == "sks, woman, sks, man"
+    assert with_trigger("sksx, cat", "sks") == "sks, sksx, cat"

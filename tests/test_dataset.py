@@ -76,7 +76,10 @@ def test_outputs_and_metadata_csv(cleaned):
     assert "n_really_png.png" in prompts
     # nothing else but our outputs in DST
     written = {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs}
-    assert written == {it.output for it in kept} | {"metadata.csv", "report.json", "report.html"}
+    assert written == {it.output for it in kept} | {"metadata.csv", "report.json", "report.html",
+                                                     ".lora-native-clean.json"}
+    with open(os.path.join(out, ".lora-native-clean.json")) as f:
+        assert set(json.load(f)["files"]) == written - {".lora-native-clean.json"}
 
 
 def test_output_pixels_are_a_center_crop_of_the_source(cleaned):
@@ -141,11 +144,33 @@ def test_rerun_into_previous_output_replaces_it(messy, tmp_path):
     assert not os.path.exists(os.path.join(out, "q_tiny.png"))
 
 
+def test_rerun_removes_old_captions_and_never_leaves_out(messy, tmp_path):
+    src, _ = messy
+    out = tmp_path / "dst"
+    lora_native.clean(src, str(out), caption_output="txt")
+    assert (out / "a_red.txt").exists() and not (out / "metadata.csv").exists()
+    # an interrupted run leaves the manifest: the folder is still ours
+    (out / "report.json").unlink()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("user file")
+    manifest = out / ".lora-native-clean.json"
+    data = json.loads(manifest.read_text())
+    data["files"] += ["../victim.txt", str(victim), "a_red.md"]
+    manifest.write_text(json.dumps(data))
+    (out / "a_red.md").write_text("not ours to delete")
+    lora_native.clean(src, str(out), caption_output="csv")
+    assert not (out / "a_red.txt").exists() and (out / "metadata.csv").exists()
+    assert victim.read_text() == "user file" and (out / "a_red.md").exists()
+
+
 def test_refuses_foreign_nonempty_output_and_src_inside_out(messy, tmp_path):
     src, _ = messy
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("user file")
+    with pytest.raises(DatasetError, match="not empty"):
+        lora_native.clean(src, str(foreign))
+    (foreign / "report.json").write_text("{}")  # a report alone does not make a folder ours
     with pytest.raises(DatasetError, match="not empty"):
         lora_native.clean(src, str(foreign))
     assert (foreign / "mine.txt").read_text() == "user file"
@@ -157,6 +182,22 @@ def test_refuses_foreign_nonempty_output_and_src_inside_out(messy, tmp_path):
         lora_native.clean(src, str(tmp_path / "o2"), keep="smallest")
     with pytest.raises(UsageError):
         lora_native.clean(src, str(tmp_path / "o3"), no_such_option=1)
+    with pytest.raises(UsageError, match="threads"):
+        lora_native.clean(src, str(tmp_path / "o4"), threads=-1)
+    with pytest.raises(UsageError, match="bucket step"):
+        lora_native.clean(src, str(tmp_path / "o5"), bucket=True, bucket_step=4096)
+    assert not any((tmp_path / d).exists() for d in ("o2", "o3", "o4", "o5"))
+
+
+def test_unreadable_caption_is_a_warning(tmp_path):
+    from builders.dataset import textured
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(textured(1, (600, 600))).save(src / "p0.png")
+    (src / "p0.txt").mkdir()  # a folder where the caption file should be
+    report = lora_native.clean(str(src), str(tmp_path / "out"))
+    assert [it.status for it in report.items] == ["kept"]
+    assert any("cannot read caption" in w for w in report.warnings)
 
 
 def test_output_inside_src_is_not_walked(tmp_path):
@@ -236,6 +277,10 @@ def test_native_analyze_and_export_entry_points(tmp_path):
     # the file changed since it was analyzed: refused, nothing written
     errors = _native.export_files([(str(src), str(tmp_path / "x.png"), (640, 480), plan)])
     assert "changed while cleaning" in errors[0] and not (tmp_path / "x.png").exists()
+    ok = _native.export_files([(str(src), str(tmp_path / "y.png"), (700, 500), plan, rec["file_hash"])])
+    assert ok == [None]
+    errors = _native.export_files([(str(src), str(tmp_path / "z.png"), (700, 500), plan, rec["file_hash"] ^ 1)])
+    assert "content is not what was analyzed" in errors[0] and not (tmp_path / "z.png").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp files left behind
     with pytest.raises(ValueError):
         _native.export_files([], format="gif")

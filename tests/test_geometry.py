@@ -121,3 +121,20 @@ def test_plans_reject_bad_sizes(bad):
         _native.plan_crop(*bad)
     with pytest.raises(ValueError):
         _native.plan_pad(*bad)
+
+
+def test_degenerate_bucket_parameters_never_crash():
+    # a step larger than the square's side: no zero-sized bucket is produced
+    resos = _native.bucket_resolutions((512, 512), min_size=256, max_size=1024, step=1024)
+    assert all(w > 0 and h > 0 for w, h in resos)
+    with pytest.raises(ValueError, match="no usable bucket"):
+        _native.bucket_select((640, 640), [(0, 0)], step=64)
+    # steps near INT_MAX must not overflow the loop
+    resos = _native.bucket_resolutions((512, 512), min_size=1, max_size=2**31 - 1, step=2**30 - 1)
+    assert all(w > 0 and h > 0 for w, h in resos)
+
+
+def test_plan_with_overflowing_offset_is_refused():
+    plan = {"out_size": (10, 10), "box": (0, 0, 20, 20), "inner_size": (5, 5), "offset": (2**31 - 3, 0)}
+    with pytest.raises(ValueError, match="malformed"):
+        _native.apply_plan(np.zeros((20, 20, 3), np.uint8), plan)

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* the XSI strerror_r, which returns int */
 #include "ln_common.h"
 
 #include <stdarg.h>
@@ -14,6 +15,14 @@ int ln_fail(ln_error *err, int code, const char *fmt, ...)
         va_end(ap);
     }
     return code;
+}
+
+int ln_fail_errno(ln_error *err, const char *what, int errnum)
+{
+    char buf[128];
+    if (strerror_r(errnum, buf, sizeof buf) != 0)
+        snprintf(buf, sizeof buf, "error %d", errnum);
+    return ln_fail(err, LN_ERR_IO, "%s: %s", what, buf);
 }
 
 void ln_error_clear(ln_error *err)

@@ -63,10 +63,10 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-int ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *ctx, ln_error *err)
+void ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *ctx)
 {
     if (n == 0)
-        return LN_OK;
+        return;
     int t = ln_resolve_threads(threads, n);
     pool_job job;
     job.fn = fn;
@@ -76,7 +76,7 @@ int ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *ct
     atomic_init(&job.next, 0);
     if (t == 1) {
         run_worker(&job, 0);
-        return LN_OK;
+        return;
     }
     pthread_t tids[LN_MAX_THREADS];
     pool_worker workers[LN_MAX_THREADS];
@@ -91,6 +91,4 @@ int ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *ct
     run_worker(&job, 0);
     for (int i = 1; i <= started; i++)
         pthread_join(tids[i], NULL);
-    (void)err;
-    return LN_OK;
 }

@@ -105,6 +105,9 @@ static void analyze_task(void *vctx, size_t i, int worker)
 int ln_analyze_files(const char *const *paths, size_t n, const ln_analyze_opts *opts, int threads,
                      ln_analysis *results, ln_error *err)
 {
+    if (n && (!paths || !opts || !results))
+        return ln_fail(err, LN_ERR_ARG, "ln_analyze_files: NULL argument");
     analyze_ctx ctx = {paths, opts, results};
-    return ln_parallel_for(threads, n, 1, analyze_task, &ctx, err);
+    ln_parallel_for(threads, n, 1, analyze_task, &ctx);
+    return LN_OK;
 }

@@ -1,5 +1,6 @@
 #include "ln_dataset.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "ln_resample.h"
@@ -14,9 +15,10 @@ void ln_export_opts_init(ln_export_opts *opts)
 
 int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, ln_image *out, ln_error *err)
 {
+    /* Written as subtractions: offset + inner could overflow int. */
     if (plan->inner_width <= 0 || plan->inner_height <= 0 || plan->out_width < plan->inner_width ||
         plan->out_height < plan->inner_height || plan->offset_x < 0 || plan->offset_y < 0 ||
-        plan->offset_x + plan->inner_width > plan->out_width || plan->offset_y + plan->inner_height > plan->out_height)
+        plan->offset_x > plan->out_width - plan->inner_width || plan->offset_y > plan->out_height - plan->inner_height)
         return ln_fail(err, LN_ERR_ARG, "malformed resize plan");
     int rc = ln_image_alloc(out, plan->out_width, plan->out_height, rgb->channels, err);
     if (rc != LN_OK)
@@ -49,11 +51,20 @@ int ln_export_file(const ln_export_job *job, const ln_export_opts *opts, ln_erro
 {
     ln_image img = {0}, resized = {0};
     ln_decode_info info;
-    int rc = ln_decode_file(job->src, &opts->decode, &img, &info, err);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc = ln_decode_file_ex(job->src, &opts->decode, &img, &info, &bytes, &len, err);
     if (rc != LN_OK)
         return rc;
+    uint64_t file_hash = bytes ? ln_xxh64(bytes, len, 0) : 0;
+    free(bytes);
     if (!img.data)
         return ln_fail(err, LN_ERR_FORMAT, "cannot decode %s any more: %s", job->src, info.message);
+    if (job->check_file_hash && file_hash != job->expect_file_hash) {
+        ln_image_free(&img);
+        return ln_fail(err, LN_ERR_FORMAT, "%s changed while cleaning (its content is not what was analyzed)",
+                       job->src);
+    }
     if (img.width != job->expect_width || img.height != job->expect_height) {
         ln_image_free(&img);
         return ln_fail(err, LN_ERR_FORMAT, "%s changed while cleaning (now %dx%d, was %dx%d)", job->src, img.width,
@@ -94,6 +105,9 @@ static void export_task(void *vctx, size_t i, int worker)
 int ln_export_files(const ln_export_job *jobs, size_t n, const ln_export_opts *opts, int threads, int *status,
                     ln_error *errors, ln_error *err)
 {
+    if (n && (!jobs || !opts || !status))
+        return ln_fail(err, LN_ERR_ARG, "ln_export_files: NULL argument");
     export_ctx ctx = {jobs, opts, status, errors};
-    return ln_parallel_for(threads, n, 1, export_task, &ctx, err);
+    ln_parallel_for(threads, n, 1, export_task, &ctx);
+    return LN_OK;
 }

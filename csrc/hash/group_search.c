@@ -473,9 +473,7 @@ int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int bloc
         rc = setup_blocks(&job, blocks, &n_items, err);
         if (rc != LN_OK)
             goto done;
-        rc = ln_parallel_for(threads, (size_t)job.n_blocks, 1, build_block_task, &job, err);
-        if (rc != LN_OK)
-            goto done;
+        ln_parallel_for(threads, (size_t)job.n_blocks, 1, build_block_task, &job);
     }
     n_workers = ln_resolve_threads(threads, n_items); /* as ln_parallel_for will */
     job.rank = calloc(nu, 1);
@@ -495,10 +493,8 @@ int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int bloc
         rc = ln_fail(err, LN_ERR_INTERNAL, "pthread_mutex_init failed");
         goto done;
     }
-    rc = ln_parallel_for(threads, n_items, 1, search_task, &job, err);
+    ln_parallel_for(threads, n_items, 1, search_task, &job);
     pthread_mutex_destroy(&job.lock);
-    if (rc != LN_OK)
-        goto done;
     uint64_t total = 0;
     for (int i = 0; i < n_workers; i++) {
         for (size_t e = 0; e < job.workers[i].n_edges; e++)

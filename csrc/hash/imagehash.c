@@ -360,7 +360,8 @@ int ln_image_hashes_batch(const ln_image *imgs, size_t n, int threads, ln_image_
     for (int i = 0; i < t; i++)
         ctx_init(&workers[i].ctx);
     hash_batch b = {imgs, out, workers};
-    int rc = ln_parallel_for(threads, n, 1, hash_one, &b, err);
+    int rc = LN_OK;
+    ln_parallel_for(threads, n, 1, hash_one, &b);
     const hash_worker *bad = NULL;
     for (int i = 0; i < t; i++) {
         if (workers[i].failed && (!bad || workers[i].fail_index < bad->fail_index))

@@ -203,14 +203,6 @@ int ln_decode_memory(const uint8_t *data, size_t len, const ln_decode_opts *opts
     return LN_OK;
 }
 
-static int io_fail(ln_error *err, const char *what, int errnum)
-{
-    char buf[128];
-    if (strerror_r(errnum, buf, sizeof buf) != 0)
-        snprintf(buf, sizeof buf, "error %d", errnum);
-    return ln_fail(err, LN_ERR_IO, "%s: %s", what, buf);
-}
-
 int ln_read_file(const char *path, uint8_t **data, size_t *len, ln_error *err)
 {
     *data = NULL;
@@ -224,13 +216,13 @@ int ln_read_file(const char *path, uint8_t **data, size_t *len, ln_error *err)
         struct stat ls;
         if (e == ENOENT && lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode))
             return ln_fail(err, LN_ERR_IO, "broken symbolic link: its target does not exist");
-        return io_fail(err, "cannot open", e);
+        return ln_fail_errno(err, "cannot open", e);
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return io_fail(err, "cannot stat", e);
+        return ln_fail_errno(err, "cannot stat", e);
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
@@ -257,7 +249,7 @@ int ln_read_file(const char *path, uint8_t **data, size_t *len, ln_error *err)
             int e = errno;
             free(buf);
             close(fd);
-            return io_fail(err, "cannot read", e);
+            return ln_fail_errno(err, "cannot read", e);
         }
         if (k == 0)
             break; /* the file shrank while we read it: use what is there */

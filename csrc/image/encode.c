@@ -89,6 +89,13 @@ int ln_encode_jpeg(const ln_image *img, int quality, ln_buffer *out, ln_error *e
     return LN_OK;
 }
 
+static int write_fail(ln_error *err, const char *path, int errnum)
+{
+    char what[600];
+    snprintf(what, sizeof what, "cannot write %s", path);
+    return ln_fail_errno(err, what, errnum);
+}
+
 int ln_write_file_atomic(const char *path, const uint8_t *data, size_t len, ln_error *err)
 {
     size_t plen = strlen(path);
@@ -104,7 +111,9 @@ int ln_write_file_atomic(const char *path, const uint8_t *data, size_t len, ln_e
     if (fd < 0) {
         int e = errno;
         free(tmp);
-        return ln_fail(err, LN_ERR_IO, "cannot create a file next to %s: %s", path, strerror(e));
+        char what[600];
+        snprintf(what, sizeof what, "cannot create a file next to %s", path);
+        return ln_fail_errno(err, what, e);
     }
     size_t done = 0;
     while (done < len) {
@@ -116,7 +125,7 @@ int ln_write_file_atomic(const char *path, const uint8_t *data, size_t len, ln_e
             close(fd);
             unlink(tmp);
             free(tmp);
-            return ln_fail(err, LN_ERR_IO, "cannot write %s: %s", path, strerror(e));
+            return write_fail(err, path, e);
         }
         done += (size_t)w;
     }
@@ -129,7 +138,7 @@ int ln_write_file_atomic(const char *path, const uint8_t *data, size_t len, ln_e
         int e = errno;
         unlink(tmp);
         free(tmp);
-        return ln_fail(err, LN_ERR_IO, "cannot write %s: %s", path, strerror(e));
+        return write_fail(err, path, e);
     }
     free(tmp);
     return LN_OK;

@@ -45,14 +45,15 @@ int ln_bucket_resolutions(int max_w, int max_h, int min_size, int max_size, int 
         return ln_fail(err, LN_ERR_NOMEM, "out of memory");
     int n = 0;
     int side = (int)((int64_t)sqrt((double)area) / step) * step;
-    tmp[n++] = (ln_size){side, side};
-    for (int w = min_size; w <= max_size; w += step) {
+    if (side > 0) /* a step larger than the square's side gives no square bucket */
+        tmp[n++] = (ln_size){side, side};
+    for (int64_t w = min_size; w <= max_size && n + 2 <= n_max; w += step) {
         int64_t h = (area / w) / step * step;
         if (h > max_size)
             h = max_size;
         if (h >= min_size) {
-            tmp[n++] = (ln_size){w, (int)h};
-            tmp[n++] = (ln_size){(int)h, w};
+            tmp[n++] = (ln_size){(int)w, (int)h};
+            tmp[n++] = (ln_size){(int)h, (int)w};
         }
     }
     qsort(tmp, (size_t)n, sizeof *tmp, size_cmp);
@@ -95,6 +96,8 @@ int ln_bucket_select(int width, int height, const ln_size *resos, int n, int no_
         if (best < 0) {
             double best_err = INFINITY;
             for (int i = 0; i < n; i++) {
+                if (resos[i].width <= 0 || resos[i].height <= 0)
+                    continue;
                 double e = fabs((double)resos[i].width / resos[i].height - ar);
                 if (e < best_err) { /* first minimum wins, like numpy argmin */
                     best_err = e;
@@ -102,6 +105,8 @@ int ln_bucket_select(int width, int height, const ln_size *resos, int n, int no_
                 }
             }
         }
+        if (best < 0)
+            return ln_fail(err, LN_ERR_ARG, "no usable bucket resolution among %d", n);
         *bucket = resos[best];
         double bar = (double)bucket->width / bucket->height;
         double scale = ar > bar ? (double)bucket->height / height : (double)bucket->width / width;

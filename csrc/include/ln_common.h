@@ -38,18 +38,23 @@ int ln_fail(ln_error *err, int code, const char *fmt, ...)
 
 void ln_error_clear(ln_error *err);
 
+/* ln_fail(err, LN_ERR_IO, "<what>: <OS message for errnum>") with a thread-safe strerror. */
+int ln_fail_errno(ln_error *err, const char *what, int errnum);
+
 /* Checked size arithmetic: return 0 on overflow. */
 int ln_mul_size(size_t a, size_t b, size_t *out);
 
 /* ---- per-call thread pool ----
  * ln_parallel_for runs fn(ctx, i, worker) for i in [0, n) on up to `threads` threads
  * (<= 0 means all online cores). Work is handed out dynamically in chunks. Threads live
- * only for the duration of the call: there is no global pool and no global state. */
+ * only for the duration of the call: there is no global pool and no global state. It
+ * cannot fail: when threads cannot be started, the calling thread does the work. Tasks
+ * report their own errors through ctx. */
 typedef void (*ln_task_fn)(void *ctx, size_t index, int worker);
 
 int ln_cpu_count(void);
 int ln_resolve_threads(int threads, size_t n_items);
-int ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *ctx, ln_error *err);
+void ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *ctx);
 
 /* ---- CPU features, detected at run time ---- */
 typedef enum { LN_SIMD_SCALAR = 0, LN_SIMD_SSE41 = 1, LN_SIMD_AVX2 = 2, LN_SIMD_AVX512 = 3 } ln_simd_level;

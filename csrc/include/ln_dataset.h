@@ -54,6 +54,8 @@ typedef struct {
     const char *src;
     const char *dst;
     int expect_width, expect_height; /* from the analysis: a changed file is refused */
+    int check_file_hash;             /* also refuse when the bytes' XXH64 differs from expect_file_hash */
+    uint64_t expect_file_hash;
     ln_plan plan;
 } ln_export_job;
 

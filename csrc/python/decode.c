@@ -269,16 +269,9 @@ static PyObject *py_decode_files(PyObject *self, PyObject *args, PyObject *kw)
             goto done;
         c.paths[i] = PyBytes_AS_STRING(encoded[i]);
     }
-    ln_error err;
-    ln_error_clear(&err);
-    int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_parallel_for(threads, un, 1, decode_one, &c, &err);
+    ln_parallel_for(threads, un, 1, decode_one, &c);
     Py_END_ALLOW_THREADS
-    if (rc != LN_OK) {
-        ln_py_raise(self, &err);
-        goto done;
-    }
     for (size_t i = 0; i < un; i++) {
         if (c.status[i] == LN_OK)
             continue;

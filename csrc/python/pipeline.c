@@ -22,14 +22,9 @@ static void path_list_free(path_list *pl)
 
 static int path_list_add(path_list *pl, Py_ssize_t i, PyObject *obj)
 {
-    PyObject *b = ln_py_fspath_bytes(obj);
+    PyObject *b = ln_py_fspath_bytes(obj); /* rejects embedded NUL bytes */
     if (!b)
         return -1;
-    if (memchr(PyBytes_AS_STRING(b), 0, (size_t)PyBytes_GET_SIZE(b))) {
-        Py_DECREF(b);
-        PyErr_SetString(PyExc_ValueError, "path contains a NUL byte");
-        return -1;
-    }
     PyList_SET_ITEM(pl->list, i, b);
     pl->ptrs[i] = PyBytes_AS_STRING(b);
     return 0;
@@ -83,6 +78,13 @@ static int collect_paths(PyObject *seq, path_list *pl)
     return 0;
 }
 
+static void free_results(ln_analysis *res, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        ln_analysis_free(&res[i]);
+    free(res);
+}
+
 /* Runs ln_analyze_files over `paths_obj` with the GIL released; results (n of them) are
  * allocated here and must be released with free_results. */
 static int run_analysis(PyObject *self, PyObject *paths_obj, const ln_analyze_opts *opts, int threads,
@@ -114,9 +116,7 @@ static int run_analysis(PyObject *self, PyObject *paths_obj, const ln_analyze_op
             rc = ln_fail(&err, LN_ERR_NOMEM, "out of memory analysing images");
     if (rc != LN_OK) {
         ln_py_raise(self, &err);
-        for (Py_ssize_t i = 0; i < n; i++)
-            ln_analysis_free(&res[i]);
-        free(res);
+        free_results(res, n);
         goto done;
     }
     *results = res;
@@ -126,13 +126,6 @@ done:
     path_list_free(&pl);
     Py_DECREF(seq);
     return ok;
-}
-
-static void free_results(ln_analysis *res, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i < n; i++)
-        ln_analysis_free(&res[i]);
-    free(res);
 }
 
 static PyObject *py_analyze_files(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -430,10 +423,17 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *src, *dst, *plan_obj;
+        PyObject *src, *dst, *plan_obj, *file_hash = Py_None;
         int ew, eh;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OO(ii)O", &src, &dst, &ew, &eh, &plan_obj))
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OO(ii)O|O", &src, &dst, &ew, &eh, &plan_obj,
+                              &file_hash))
             goto done;
+        if (file_hash != Py_None) {
+            jobs[i].expect_file_hash = PyLong_AsUnsignedLongLong(file_hash);
+            if (PyErr_Occurred())
+                goto done;
+            jobs[i].check_file_hash = 1;
+        }
         if (path_list_add(&pl, i, src) < 0 || path_list_add(&pl, n + i, dst) < 0 ||
             plan_from_dict(plan_obj, &jobs[i].plan) < 0)
             goto done;
@@ -519,7 +519,8 @@ static PyMethodDef pipeline_methods[] = {
      "that could not be decoded are 0 with their reason."},
     {"export_files", (PyCFunction)(void (*)(void))py_export_files, METH_VARARGS | METH_KEYWORDS,
      "export_files(jobs, threads=None, format='png', quality=95, ...) -> list of None or error message. "
-     "Each job is (src, dst, (width, height), plan); outputs are written atomically."},
+     "Each job is (src, dst, (width, height), plan[, file_hash]); a source whose size or (when given) XXH64 "
+     "differs from the analysis is refused. Outputs are written atomically."},
     {"bucket_resolutions", (PyCFunction)(void (*)(void))py_bucket_resolutions, METH_VARARGS | METH_KEYWORDS,
      "bucket_resolutions((w, h), min_size=256, max_size=1024, step=64) -> sorted list of (w, h)."},
     {"bucket_select", (PyCFunction)(void (*)(void))py_bucket_select, METH_VARARGS | METH_KEYWORDS,
