@@ -1,5 +1,5 @@
-/* Run-time SIMD detection. LORA_NATIVE_SIMD=scalar|sse4.1|avx2|avx512 caps the level
- * (tests use it to hold vector paths against the scalar reference). */
+/* Run-time SIMD detection, and the settings the glue reads from the environment
+ * (LORA_NATIVE_SIMD caps the level: tests hold vector paths against the scalar reference). */
 #include "ln_common.h"
 
 #include <stdlib.h>
@@ -39,8 +39,32 @@ ln_simd_level ln_simd_detect(void)
     if (hw == LN_SIMD_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
         hw = LN_SIMD_AVX512;
 #endif
-    ln_simd_level cap = level_from_name(getenv("LORA_NATIVE_SIMD"), hw);
-    return cap < hw ? cap : hw;
+    return hw;
+}
+
+void ln_settings_default(ln_settings *s)
+{
+    s->simd = ln_simd_detect();
+    s->pillow_compat = 13;
+}
+
+void ln_settings_from_env(ln_settings *s)
+{
+    ln_settings_default(s);
+    ln_simd_level cap = level_from_name(getenv("LORA_NATIVE_SIMD"), s->simd);
+    if (cap < s->simd)
+        s->simd = cap;
+    const char *compat = getenv("LORA_NATIVE_PILLOW_COMPAT");
+    if (compat && compat[0] && atoi(compat) > 0)
+        s->pillow_compat = atoi(compat);
+}
+
+const ln_settings *ln_settings_or_default(const ln_settings *s, ln_settings *fallback)
+{
+    if (s)
+        return s;
+    ln_settings_default(fallback);
+    return fallback;
 }
 
 const char *ln_simd_name(ln_simd_level level)

@@ -9,6 +9,7 @@ void ln_analyze_opts_init(ln_analyze_opts *opts)
 {
     memset(opts, 0, sizeof *opts);
     ln_decode_opts_init(&opts->decode);
+    ln_settings_default(&opts->settings);
     opts->thumb_size = 0;
     opts->thumb_quality = 80;
 }
@@ -33,14 +34,15 @@ static uint64_t pixel_hash(const ln_image *img)
     return h;
 }
 
-static int make_thumb(const ln_image *rgb, int side, int quality, ln_buffer *out, ln_error *err)
+static int make_thumb(const ln_image *rgb, int side, int quality, const ln_settings *settings, ln_buffer *out,
+                      ln_error *err)
 {
     ln_size fit = ln_fit_within(rgb->width, rgb->height, side);
     ln_image t;
     int rc = ln_image_alloc(&t, fit.width, fit.height, 3, err);
     if (rc != LN_OK)
         return rc;
-    rc = ln_resample(rgb, &t, NULL, LN_FILTER_BICUBIC, err);
+    rc = ln_resample(rgb, &t, NULL, LN_FILTER_BICUBIC, settings, err);
     if (rc == LN_OK)
         rc = ln_encode_jpeg(&t, quality, out, err);
     ln_image_free(&t);
@@ -70,20 +72,20 @@ void ln_analyze_file(const char *path, const ln_analyze_opts *opts, ln_analysis 
     out->width = img.width;
     out->height = img.height;
     if (opts->hashes_only) {
-        out->status = ln_image_hashes_compute(&img, &out->hashes, &out->error);
+        out->status = ln_image_hashes_compute(&img, &out->hashes, &opts->settings, &out->error);
         ln_image_free(&img);
         return;
     }
     out->pixel_hash = pixel_hash(&img);
     ln_image small = {0};
-    rc = ln_quality_downscale(&img, &small, &out->error);
+    rc = ln_quality_downscale(&img, &small, &opts->settings, &out->error);
     if (rc == LN_OK)
-        rc = ln_quality_measure(&small, &out->quality, &out->error);
+        rc = ln_quality_measure(&small, &out->quality, &opts->settings, &out->error);
     if (rc == LN_OK)
-        rc = ln_image_hashes_compute(&img, &out->hashes, &out->error);
+        rc = ln_image_hashes_compute(&img, &out->hashes, &opts->settings, &out->error);
     /* The thumbnail comes from the measuring downscale: cheap whatever the source size. */
     if (rc == LN_OK && opts->thumb_size > 0)
-        rc = make_thumb(&small, opts->thumb_size, opts->thumb_quality, &out->thumb, &out->error);
+        rc = make_thumb(&small, opts->thumb_size, opts->thumb_quality, &opts->settings, &out->thumb, &out->error);
     out->status = rc;
     ln_image_free(&small);
     ln_image_free(&img);

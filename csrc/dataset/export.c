@@ -9,11 +9,13 @@ void ln_export_opts_init(ln_export_opts *opts)
 {
     memset(opts, 0, sizeof *opts);
     ln_decode_opts_init(&opts->decode);
+    ln_settings_default(&opts->settings);
     opts->format = LN_OUTPUT_PNG;
     opts->quality = 95;
 }
 
-int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, ln_image *out, ln_error *err)
+int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, const ln_settings *settings, ln_image *out,
+                  ln_error *err)
 {
     /* Written as subtractions: offset + inner could overflow int. */
     if (plan->inner_width <= 0 || plan->inner_height <= 0 || plan->out_width < plan->inner_width ||
@@ -24,7 +26,7 @@ int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, ln_image *out, ln_er
     if (rc != LN_OK)
         return rc;
     if (plan->inner_width == plan->out_width && plan->inner_height == plan->out_height) {
-        rc = ln_resample(rgb, out, plan->box, LN_FILTER_LANCZOS, err);
+        rc = ln_resample(rgb, out, plan->box, LN_FILTER_LANCZOS, settings, err);
         if (rc != LN_OK)
             ln_image_free(out);
         return rc;
@@ -34,7 +36,7 @@ int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, ln_image *out, ln_er
     ln_image inner;
     rc = ln_image_alloc(&inner, plan->inner_width, plan->inner_height, rgb->channels, err);
     if (rc == LN_OK)
-        rc = ln_resample(rgb, &inner, plan->box, LN_FILTER_LANCZOS, err);
+        rc = ln_resample(rgb, &inner, plan->box, LN_FILTER_LANCZOS, settings, err);
     if (rc == LN_OK) {
         size_t row = (size_t)inner.width * (size_t)inner.channels;
         for (int y = 0; y < inner.height; y++)
@@ -70,7 +72,7 @@ int ln_export_file(const ln_export_job *job, const ln_export_opts *opts, ln_erro
         return ln_fail(err, LN_ERR_FORMAT, "%s changed while cleaning (now %dx%d, was %dx%d)", job->src, img.width,
                        img.height, job->expect_width, job->expect_height);
     }
-    rc = ln_apply_plan(&img, &job->plan, &resized, err);
+    rc = ln_apply_plan(&img, &job->plan, &opts->settings, &resized, err);
     ln_image_free(&img);
     if (rc != LN_OK)
         return rc;

@@ -80,9 +80,11 @@ static int collapse_identical(const uint64_t *hashes, size_t n, int64_t *uid, ui
     return LN_OK;
 }
 
-int ln_group_hamming_ex(const uint64_t *hashes, size_t n, int t, int threads, int blocks, int64_t *labels,
-                        uint64_t *pairs_out, ln_error *err)
+int ln_group_hamming_ex(const uint64_t *hashes, size_t n, int t, int threads, int blocks,
+                        const ln_settings *settings, int64_t *labels, uint64_t *pairs_out, ln_error *err)
 {
+    ln_settings fallback;
+    settings = ln_settings_or_default(settings, &fallback);
     if (pairs_out)
         *pairs_out = 0;
     if (t < 0 || t > 64)
@@ -110,7 +112,7 @@ int ln_group_hamming_ex(const uint64_t *hashes, size_t n, int t, int threads, in
         free(u);
         return ln_fail(err, LN_ERR_NOMEM, "out of memory for %u distinct hashes", nu);
     }
-    rc = ln_group_search(u, nu, t, threads, blocks, parent, pairs_out, err);
+    rc = ln_group_search(u, nu, t, threads, blocks, settings->simd != LN_SIMD_SCALAR, parent, pairs_out, err);
     free(u);
     if (rc != LN_OK) {
         free(parent);
@@ -134,10 +136,10 @@ int ln_group_hamming_ex(const uint64_t *hashes, size_t n, int t, int threads, in
     return LN_OK;
 }
 
-int ln_group_hamming(const uint64_t *hashes, size_t n, int t, int threads, int64_t *labels, uint64_t *pairs_out,
-                     ln_error *err)
+int ln_group_hamming(const uint64_t *hashes, size_t n, int t, int threads, const ln_settings *settings,
+                     int64_t *labels, uint64_t *pairs_out, ln_error *err)
 {
-    return ln_group_hamming_ex(hashes, n, t, threads, 0, labels, pairs_out, err);
+    return ln_group_hamming_ex(hashes, n, t, threads, 0, settings, labels, pairs_out, err);
 }
 
 /* Reference: labels[] doubles as the union-find, always linking the larger root under the

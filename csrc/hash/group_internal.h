@@ -18,7 +18,8 @@ static inline int ln_popcount64_portable(uint64_t x)
  * parent[] (nu entries, any content) is used as the union-find and on return holds the
  * root of each value's component. blocks: 0 = cost model, 1 = all pairs, 3..64 = MIH.
  * *candidates (if non-NULL) receives the number of pairs verified with a full popcount. */
-int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int blocks, uint32_t *parent,
+int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int blocks, int hw_popcount,
+                    uint32_t *parent,
                     uint64_t *candidates, ln_error *err);
 
 #endif

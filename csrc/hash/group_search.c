@@ -371,11 +371,11 @@ static void build_block_task(void *ctx, size_t index, int worker)
     off[0] = 0;
 }
 
-static int hw_popcount_allowed(void)
+static int hw_popcount_allowed(int wanted)
 {
-    /* LORA_NATIVE_SIMD=scalar (through ln_simd_detect) also selects the portable count,
-     * so tests can hold one path against the other. */
-    if (ln_simd_detect() == LN_SIMD_SCALAR)
+    /* LORA_NATIVE_SIMD=scalar (read by the glue) also selects the portable count, so tests
+     * can hold one path against the other. */
+    if (!wanted)
         return 0;
 #ifdef LN_POPCNT_DISPATCH
     __builtin_cpu_init();
@@ -446,7 +446,8 @@ static int setup_blocks(search_job *job, int m, size_t *n_items, ln_error *err)
     return LN_OK;
 }
 
-int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int blocks, uint32_t *parent,
+int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int blocks, int hw_popcount,
+                    uint32_t *parent,
                     uint64_t *candidates, ln_error *err)
 {
     if (candidates)
@@ -465,7 +466,7 @@ int ln_group_search(const uint64_t *u, uint32_t nu, int t, int threads, int bloc
     job.u = u;
     job.nu = nu;
     job.t = t;
-    job.hw = hw_popcount_allowed();
+    job.hw = hw_popcount_allowed(hw_popcount);
     job.parent = parent;
     int n_workers = 0, rc = LN_OK;
     size_t n_items = ((size_t)nu + ALL_PAIRS_CHUNK - 1) / ALL_PAIRS_CHUNK;

@@ -26,6 +26,7 @@ typedef struct {
     ln_dct32_plan dct;
     uint8_t *scratch;
     size_t scratch_size;
+    ln_settings settings;
 } hash_ctx;
 
 typedef struct {
@@ -35,10 +36,12 @@ typedef struct {
     uint8_t out[32 * 32];
 } hash_target;
 
-static void ctx_init(hash_ctx *ctx)
+static void ctx_init(hash_ctx *ctx, const ln_settings *settings)
 {
     memset(ctx, 0, sizeof *ctx);
     ln_dct32_plan_init(&ctx->dct);
+    ln_settings fallback;
+    ctx->settings = *ln_settings_or_default(settings, &fallback);
 }
 
 static void ctx_free(hash_ctx *ctx)
@@ -71,7 +74,8 @@ static int ctx_kernels(hash_ctx *ctx, int in_size, int out_size, const ln_kernel
         ln_kernels_free(&ctx->table[slot]);
         ctx->valid[slot] = 0;
     }
-    int rc = ln_kernels_build(&ctx->table[slot], in_size, 0.0f, (float)in_size, out_size, LN_FILTER_LANCZOS, err);
+    int rc = ln_kernels_build(&ctx->table[slot], in_size, 0.0f, (float)in_size, out_size, LN_FILTER_LANCZOS,
+                              &ctx->settings, err);
     if (rc != LN_OK)
         return rc;
     ctx->valid[slot] = ctx->pinned[slot] = 1;
@@ -202,7 +206,7 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
     if (img->stride < (size_t)img->width * (size_t)img->channels)
         return ln_fail(err, LN_ERR_ARG, "image row stride %zu is shorter than a row", img->stride);
     int W = img->width, H = img->height, rc;
-    int avx2 = ln_use_avx2();
+    int avx2 = ln_use_avx2(&ctx->settings);
     hash_target t[N_TARGETS];
     int vfirst[N_TARGETS], any_vfirst = 0;
     memset(ctx->pinned, 0, sizeof ctx->pinned);
@@ -216,7 +220,7 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
             return rc;
         if (t[i].need_h && (rc = ctx_kernels(ctx, W, t[i].w, &t[i].kh, err)) != LN_OK)
             return rc;
-        vfirst[i] = t[i].need_h && t[i].need_v && ln_resample_vertical_first(W, H, t[i].w, t[i].h);
+        vfirst[i] = t[i].need_h && t[i].need_v && ln_resample_vertical_first(W, H, t[i].w, t[i].h, ctx->settings.pillow_compat);
         any_vfirst |= vfirst[i];
     }
     /* Tall images resize vertically first in Pillow; those targets need the whole L image. */
@@ -248,7 +252,7 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
     ln_image src = *img;
     if (whole_gray) {
         src = ln_image_view(p, W, H, 1, (size_t)W);
-        if ((rc = ln_to_gray(img, &src, err)) != LN_OK)
+        if ((rc = ln_to_gray(img, &src, &ctx->settings, err)) != LN_OK)
             return rc;
     }
     p += image_bytes;
@@ -284,7 +288,7 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
         const ln_kernels *kv = t[i].kv;
         if (vfirst[i]) {
             ln_image out = ln_image_view(t[i].out, t[i].w, t[i].h, 1, (size_t)t[i].w);
-            if ((rc = ln_resample_run(&src, &out, t[i].kh, kv, 1, 1, err)) != LN_OK)
+            if ((rc = ln_resample_run(&src, &out, t[i].kh, kv, 1, 1, &ctx->settings, err)) != LN_OK)
                 return rc;
         } else if (t[i].need_v) {
             ln_vpass(kv, t[i].temp, kv->first, TEMP_STRIDE, (size_t)t[i].w, TEMP_STRIDE, t[i].out, (size_t)t[i].w,
@@ -302,20 +306,22 @@ static int hash_image(hash_ctx *ctx, const ln_image *img, ln_image_hashes *res, 
     return LN_OK;
 }
 
-int ln_image_hashes_compute(const ln_image *img, ln_image_hashes *out, ln_error *err)
+int ln_image_hashes_compute(const ln_image *img, ln_image_hashes *out, const ln_settings *settings,
+                            ln_error *err)
 {
     hash_ctx ctx;
-    ctx_init(&ctx);
+    ctx_init(&ctx, settings);
     int rc = hash_image(&ctx, img, out, err);
     ctx_free(&ctx);
     return rc;
 }
 
-int ln_image_hashes_from_gray(const ln_image *gray, ln_image_hashes *out, ln_error *err)
+int ln_image_hashes_from_gray(const ln_image *gray, ln_image_hashes *out, const ln_settings *settings,
+                              ln_error *err)
 {
     if (gray && gray->channels != 1)
         return ln_fail(err, LN_ERR_ARG, "expected a 1-channel (L) image, got %d channels", gray->channels);
-    return ln_image_hashes_compute(gray, out, err);
+    return ln_image_hashes_compute(gray, out, settings, err);
 }
 
 typedef struct {
@@ -347,7 +353,8 @@ static void hash_one(void *arg, size_t index, int worker)
     }
 }
 
-int ln_image_hashes_batch(const ln_image *imgs, size_t n, int threads, ln_image_hashes *out, ln_error *err)
+int ln_image_hashes_batch(const ln_image *imgs, size_t n, int threads, const ln_settings *settings,
+                          ln_image_hashes *out, ln_error *err)
 {
     if (n == 0)
         return LN_OK;
@@ -358,7 +365,7 @@ int ln_image_hashes_batch(const ln_image *imgs, size_t n, int threads, ln_image_
     if (!workers)
         return ln_fail(err, LN_ERR_NOMEM, "out of memory for %d hash workers", t);
     for (int i = 0; i < t; i++)
-        ctx_init(&workers[i].ctx);
+        ctx_init(&workers[i].ctx, settings);
     hash_batch b = {imgs, out, workers};
     int rc = LN_OK;
     ln_parallel_for(threads, n, 1, hash_one, &b);

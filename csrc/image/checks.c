@@ -6,7 +6,7 @@
 #include "ln_geometry.h"
 #include "ln_resample.h"
 
-int ln_quality_downscale(const ln_image *rgb, ln_image *small, ln_error *err)
+int ln_quality_downscale(const ln_image *rgb, ln_image *small, const ln_settings *settings, ln_error *err)
 {
     if (!rgb || !rgb->data || rgb->channels != 3)
         return ln_fail(err, LN_ERR_ARG, "quality metrics need an RGB image");
@@ -21,25 +21,25 @@ int ln_quality_downscale(const ln_image *rgb, ln_image *small, ln_error *err)
             memcpy(small->data + (size_t)y * small->stride, rgb->data + (size_t)y * rgb->stride, (size_t)w * 3);
         return LN_OK;
     }
-    rc = ln_resample(rgb, small, NULL, LN_FILTER_BOX, err);
+    rc = ln_resample(rgb, small, NULL, LN_FILTER_BOX, settings, err);
     if (rc != LN_OK)
         ln_image_free(small);
     return rc;
 }
 
-int ln_quality_compute(const ln_image *rgb, ln_quality *q, ln_error *err)
+int ln_quality_compute(const ln_image *rgb, ln_quality *q, const ln_settings *settings, ln_error *err)
 {
     ln_image small;
     memset(q, 0, sizeof *q);
-    int rc = ln_quality_downscale(rgb, &small, err);
+    int rc = ln_quality_downscale(rgb, &small, settings, err);
     if (rc != LN_OK)
         return rc;
-    rc = ln_quality_measure(&small, q, err);
+    rc = ln_quality_measure(&small, q, settings, err);
     ln_image_free(&small);
     return rc;
 }
 
-int ln_quality_measure(const ln_image *small_in, ln_quality *q, ln_error *err)
+int ln_quality_measure(const ln_image *small_in, ln_quality *q, const ln_settings *settings, ln_error *err)
 {
     memset(q, 0, sizeof *q);
     if (!small_in || !small_in->data || small_in->channels != 3)
@@ -48,7 +48,7 @@ int ln_quality_measure(const ln_image *small_in, ln_quality *q, ln_error *err)
     ln_image gray;
     int rc = ln_image_alloc(&gray, small.width, small.height, 1, err);
     if (rc == LN_OK)
-        rc = ln_to_gray(&small, &gray, err);
+        rc = ln_to_gray(&small, &gray, settings, err);
     if (rc != LN_OK) {
         ln_image_free(&gray);
         return rc;

@@ -88,11 +88,12 @@ static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst, size_
         memcpy(dst + (size_t)y * dst_stride, src + (size_t)y * src_stride, row_bytes);
 }
 
-int ln_use_avx2(void)
+int ln_use_avx2(const ln_settings *settings)
 {
 #ifdef LN_X86_SIMD
-    return ln_simd_detect() >= LN_SIMD_AVX2;
+    return settings && settings->simd >= LN_SIMD_AVX2;
 #else
+    (void)settings;
     return 0;
 #endif
 }
@@ -158,24 +159,23 @@ void ln_vpass(const ln_kernels *kv, const uint8_t *src, int row0, size_t stride,
     ln_vpass_scalar(kv, src, row0, stride, width_bytes, out, out_stride);
 }
 
-int ln_resample_vertical_first(int in_w, int in_h, int out_w, int out_h)
+int ln_resample_vertical_first(int in_w, int in_h, int out_w, int out_h, int pillow_compat)
 {
     /* Pillow >= 13 (python-pillow/Pillow#9549) resizes vertically first when the height
      * shrinks by more than twice as many pixels as the width; the 8-bit rounding between
      * the passes makes the order visible in the result. Older Pillow always starts with the
-     * horizontal pass: LORA_NATIVE_PILLOW_COMPAT=12 reproduces that (read per call, no state). */
-    const char *compat = getenv("LORA_NATIVE_PILLOW_COMPAT");
-    if (compat && compat[0] && atoi(compat) < 13)
+     * horizontal pass (settings.pillow_compat < 13, LORA_NATIVE_PILLOW_COMPAT=12). */
+    if (pillow_compat < 13)
         return 0;
     return out_h < in_h && 2 * ((long long)in_w - out_w) < (long long)in_h - out_h;
 }
 
 int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, const ln_kernels *kv, int need_h,
-                    int need_v, ln_error *err)
+                    int need_v, const ln_settings *settings, ln_error *err)
 {
     int c = in->channels, W = in->width, H = in->height, ow = out->width, oh = out->height;
     size_t in_row = (size_t)W * c, out_row = (size_t)ow * c;
-    int avx2 = ln_use_avx2(), rc = LN_OK;
+    int avx2 = ln_use_avx2(settings), rc = LN_OK;
     uint8_t *temp = NULL;
     if (!need_h && !need_v) {
         copy_rows(in->data, in->stride, out->data, out->stride, out_row, oh);
@@ -185,7 +185,7 @@ int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, con
         ln_vpass(kv, in->data, 0, in->stride, out_row, in_row, out->data, out->stride, avx2);
         return LN_OK;
     }
-    if (need_v && ln_resample_vertical_first(W, H, ow, oh)) {
+    if (need_v && ln_resample_vertical_first(W, H, ow, oh, settings->pillow_compat)) {
         size_t tstride = (in_row + 31) & ~(size_t)31, bytes;
         if (!ln_mul_size(tstride, (size_t)oh, &bytes))
             return ln_fail(err, LN_ERR_LIMIT, "resample intermediate image is too large");
@@ -217,8 +217,11 @@ int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, con
     return rc;
 }
 
-int ln_resample(const ln_image *in, ln_image *out, const float *box, ln_filter filter, ln_error *err)
+int ln_resample(const ln_image *in, ln_image *out, const float *box, ln_filter filter, const ln_settings *settings,
+                ln_error *err)
 {
+    ln_settings fallback;
+    settings = ln_settings_or_default(settings, &fallback);
     int rc;
     if ((rc = check_image(in, "source", err)) != LN_OK || (rc = check_image(out, "target", err)) != LN_OK)
         return rc;
@@ -252,19 +255,21 @@ int ln_resample(const ln_image *in, ln_image *out, const float *box, ln_filter f
     int need_v = ln_resample_need_pass(in->height, b[1], b[3], oh);
     ln_kernels kv, kh;
     memset(&kh, 0, sizeof kh);
-    if ((rc = ln_kernels_build(&kv, in->height, b[1], b[3], oh, filter, err)) != LN_OK)
+    if ((rc = ln_kernels_build(&kv, in->height, b[1], b[3], oh, filter, settings, err)) != LN_OK)
         return rc;
     if (need_h)
-        rc = ln_kernels_build(&kh, in->width, b[0], b[2], ow, filter, err);
+        rc = ln_kernels_build(&kh, in->width, b[0], b[2], ow, filter, settings, err);
     if (rc == LN_OK)
-        rc = ln_resample_run(in, out, need_h ? &kh : NULL, &kv, need_h, need_v, err);
+        rc = ln_resample_run(in, out, need_h ? &kh : NULL, &kv, need_h, need_v, settings, err);
     ln_kernels_free(&kh);
     ln_kernels_free(&kv);
     return rc;
 }
 
-int ln_to_gray(const ln_image *in, ln_image *out, ln_error *err)
+int ln_to_gray(const ln_image *in, ln_image *out, const ln_settings *settings, ln_error *err)
 {
+    ln_settings fallback;
+    settings = ln_settings_or_default(settings, &fallback);
     int rc;
     if ((rc = check_image(in, "source", err)) != LN_OK)
         return rc;
@@ -275,7 +280,7 @@ int ln_to_gray(const ln_image *in, ln_image *out, ln_error *err)
         copy_rows(in->data, in->stride, out->data, out->stride, (size_t)in->width, in->height);
         return LN_OK;
     }
-    int avx2 = ln_use_avx2();
+    int avx2 = ln_use_avx2(settings);
     for (int y = 0; y < in->height; y++)
         ln_gray_row(in->data + (size_t)y * in->stride, in->channels, in->width, out->data + (size_t)y * out->stride,
                     avx2);

@@ -140,9 +140,9 @@ static int fixed_point(double w)
 }
 
 int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
-                     ln_error *err)
+                     const ln_settings *settings, ln_error *err)
 {
-    return ln_kernels_build_ex(kt, in_size, in0, in1, out_size, filter, 1, err);
+    return ln_kernels_build_ex(kt, in_size, in0, in1, out_size, filter, ln_use_avx2(settings), err);
 }
 
 int ln_kernels_build_ex(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
@@ -173,7 +173,7 @@ int ln_kernels_build_ex(ln_kernels *kt, int in_size, float in0, float in1, int o
     filter_memo *memo = NULL;
     int fast = 0;
 #ifdef LN_X86_SIMD
-    fast = allow_fast && filter == LN_FILTER_LANCZOS && ln_simd_detect() >= LN_SIMD_AVX2;
+    fast = allow_fast && filter == LN_FILTER_LANCZOS;
 #else
     (void)allow_fast;
 #endif

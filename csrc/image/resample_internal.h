@@ -46,8 +46,8 @@ typedef struct {
 } ln_kernels;
 
 int ln_kernels_build(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
-                     ln_error *err);
-/* The same with the fast Lanczos path allowed (when AVX2 is there) or not: the tables are
+                     const ln_settings *settings, ln_error *err);
+/* The same with the fast Lanczos path (needs AVX2: the caller decides) allowed or not: the tables are
  * identical either way; the tests compare them. */
 int ln_kernels_build_ex(ln_kernels *kt, int in_size, float in0, float in1, int out_size, ln_filter filter,
                         int allow_fast, ln_error *err);
@@ -57,14 +57,14 @@ void ln_kernels_free(ln_kernels *kt);
 int ln_resample_need_pass(int in_size, float b0, float b1, int out_size);
 
 /* Pillow's pass order for a two-pass resize of in_w x in_h to out_w x out_h. */
-int ln_resample_vertical_first(int in_w, int in_h, int out_w, int out_h);
+int ln_resample_vertical_first(int in_w, int in_h, int out_w, int out_h, int pillow_compat);
 /* Both passes with prepared tables (kv always: its source range is Pillow's ybox; kh when
  * need_h), in Pillow's order. `in` and `out` are checked by the caller. */
 int ln_resample_run(const ln_image *in, ln_image *out, const ln_kernels *kh, const ln_kernels *kv, int need_h,
-                    int need_v, ln_error *err);
+                    int need_v, const ln_settings *settings, ln_error *err);
 
-/* Whether to take the AVX2 paths now (CPU and LORA_NATIVE_SIMD, read on each call). */
-int ln_use_avx2(void);
+/* Whether to take the AVX2 paths under these settings (built with them and allowed). */
+int ln_use_avx2(const ln_settings *settings);
 /* The vertical pass (see ln_vpass_scalar/ln_vpass_avx2), vectorised when `avx2` and the table allow. */
 void ln_vpass(const ln_kernels *kt, const uint8_t *src, int row0, size_t stride, size_t width_bytes,
               size_t src_readable, uint8_t *out, size_t out_stride, int avx2);
@@ -81,7 +81,7 @@ void ln_gray_row_scalar(const uint8_t *src, int channels, int width, uint8_t *ou
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define LN_X86_SIMD 1
-/* AVX2 versions (csrc/image/resample_avx2.c); callers check ln_simd_detect() and kt->simd_ok. */
+/* AVX2 versions (csrc/image/resample_avx2.c); callers check ln_use_avx2() and kt->simd_ok. */
 /* Widen a 1-channel row to int16 with LN_ROW_PAD zeros after it (dst holds width + LN_ROW_PAD). */
 void ln_widen_row1_avx2(const uint8_t *src, int width, int16_t *dst);
 void ln_hrow1_avx2(const ln_kernels *kt, const int16_t *r0, uint8_t *o0);

@@ -25,11 +25,11 @@ typedef struct {
 
 /* The measuring downscale of an RGB image (long side LN_CHECKS_SIDE, box filter); `small` is
  * allocated here. Callers that also need a thumbnail make it from this. */
-int ln_quality_downscale(const ln_image *rgb, ln_image *small, ln_error *err);
+int ln_quality_downscale(const ln_image *rgb, ln_image *small, const ln_settings *settings, ln_error *err);
 /* Metrics of an image already downscaled by ln_quality_downscale. */
-int ln_quality_measure(const ln_image *small, ln_quality *q, ln_error *err);
+int ln_quality_measure(const ln_image *small, ln_quality *q, const ln_settings *settings, ln_error *err);
 /* Both steps. */
-int ln_quality_compute(const ln_image *rgb, ln_quality *q, ln_error *err);
+int ln_quality_compute(const ln_image *rgb, ln_quality *q, const ln_settings *settings, ln_error *err);
 
 #ifdef __cplusplus
 }

@@ -58,8 +58,25 @@ void ln_parallel_for(int threads, size_t n, size_t chunk, ln_task_fn fn, void *c
 
 /* ---- CPU features, detected at run time ---- */
 typedef enum { LN_SIMD_SCALAR = 0, LN_SIMD_SSE41 = 1, LN_SIMD_AVX2 = 2, LN_SIMD_AVX512 = 3 } ln_simd_level;
+/* What the CPU supports (no environment). */
 ln_simd_level ln_simd_detect(void);
 const char *ln_simd_name(ln_simd_level level);
+
+/* ---- run-time settings, passed down explicitly ----
+ * Worker threads never read the environment (getenv races with a concurrent setenv):
+ * the glue reads it once per call, holding the GIL, and hands the result down. */
+typedef struct {
+    ln_simd_level simd; /* highest vector level to use */
+    int pillow_compat;  /* Pillow major version whose resample pass order to reproduce (>= 13: new order) */
+} ln_settings;
+
+/* The CPU's SIMD level and the Pillow >= 13 pass order. */
+void ln_settings_default(ln_settings *s);
+/* The defaults, capped by LORA_NATIVE_SIMD=scalar|sse4.1|avx2|avx512 and changed by
+ * LORA_NATIVE_PILLOW_COMPAT=12 (Pillow < 13 pass order). Reads the environment. */
+void ln_settings_from_env(ln_settings *s);
+/* s itself, or the defaults in *fallback when s is NULL. */
+const ln_settings *ln_settings_or_default(const ln_settings *s, ln_settings *fallback);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,7 @@ typedef struct {
     int thumb_size;     /* long side of the JPEG thumbnail; 0 = none */
     int thumb_quality;  /* 1..100 */
     int hashes_only;    /* decode and hash only: no metrics, pixel hash or thumbnail */
+    ln_settings settings;
 } ln_analyze_opts;
 
 typedef struct {
@@ -48,6 +49,7 @@ typedef struct {
     ln_decode_opts decode;
     int format;   /* LN_OUTPUT_PNG / LN_OUTPUT_JPEG */
     int quality;  /* JPEG quality */
+    ln_settings settings;
 } ln_export_opts;
 
 typedef struct {
@@ -66,7 +68,8 @@ int ln_export_files(const ln_export_job *jobs, size_t n, const ln_export_opts *o
                     ln_error *errors, ln_error *err);
 
 /* Apply a plan: resample plan->box of `rgb` into a new out_width x out_height image. */
-int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, ln_image *out, ln_error *err);
+int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, const ln_settings *settings, ln_image *out,
+                  ln_error *err);
 
 #ifdef __cplusplus
 }

@@ -17,16 +17,19 @@ typedef enum {
     LN_FILTER_LANCZOS = 3   /* Pillow Image.LANCZOS (imagehash's ANTIALIAS) */
 } ln_filter;
 
-/* Resize `in` (the region `box` = {x0, y0, x1, y1} in source pixels, float like Pillow's
+/* `settings` may be NULL (CPU defaults, Pillow >= 13 pass order) in every function here.
+ *
+ * Resize `in` (the region `box` = {x0, y0, x1, y1} in source pixels, float like Pillow's
  * box; NULL = whole image) into `out`, which the caller allocated with the target width,
  * height and in->channels. Same result as Pillow's Image.resize(size, filter, box) for
  * modes L / RGB / RGBX (RGBA is resized per channel without premultiplying: composite
  * alpha first). */
-int ln_resample(const ln_image *in, ln_image *out, const float *box, ln_filter filter, ln_error *err);
+int ln_resample(const ln_image *in, ln_image *out, const float *box, ln_filter filter, const ln_settings *settings,
+                ln_error *err);
 
 /* RGB(A) -> L exactly as Pillow's convert("L"): (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
  * `out` allocated by the caller with the same width/height and 1 channel. 1-channel input is copied. */
-int ln_to_gray(const ln_image *in, ln_image *out, ln_error *err);
+int ln_to_gray(const ln_image *in, ln_image *out, const ln_settings *settings, ln_error *err);
 
 #ifdef __cplusplus
 }

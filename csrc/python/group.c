@@ -70,10 +70,12 @@ static PyObject *group_call(PyObject *self, PyObject *hashes_obj, int t, int thr
     ln_error err;
     ln_error_clear(&err);
     uint64_t candidates = 0;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL: no os.environ change can race with it */
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = reference ? ln_group_hamming_bruteforce(h, (size_t)n, t, out, &err)
-                   : ln_group_hamming_ex(h, (size_t)n, t, threads, blocks, out, &candidates, &err);
+                   : ln_group_hamming_ex(h, (size_t)n, t, threads, blocks, &settings, out, &candidates, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(hashes);
     if (rc != LN_OK) {

@@ -21,8 +21,10 @@ static PyObject *py_image_hashes(PyObject *self, PyObject *arr_obj)
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_image_hashes_compute(&img, &h, &err);
+    rc = ln_image_hashes_compute(&img, &h, &settings, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(holder);
     if (rc != LN_OK)
@@ -65,8 +67,10 @@ static PyObject *py_image_hashes_batch(PyObject *self, PyObject *args, PyObject 
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_image_hashes_batch(imgs, (size_t)n, threads, hashes, &err);
+    rc = ln_image_hashes_batch(imgs, (size_t)n, threads, &settings, hashes, &err);
     Py_END_ALLOW_THREADS
     if (rc != LN_OK) {
         Py_CLEAR(res);

@@ -35,7 +35,9 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
 #else
     const char *sanitize = "";
 #endif
-    ln_simd_level simd = ln_simd_detect();
+    ln_settings settings;
+    ln_settings_from_env(&settings);
+    ln_simd_level simd = settings.simd;
     return Py_BuildValue("{s:s,s:s,s:s,s:O,s:s,s:s,s:i,s:s,s:s,s:s,s:s,s:s}",
                          "version", LN_VERSION,
                          "compiler", "gcc " __VERSION__,

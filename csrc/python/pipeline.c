@@ -140,6 +140,7 @@ static PyObject *py_analyze_files(PyObject *self, PyObject *args, PyObject *kwar
         return NULL;
     ln_analyze_opts opts;
     ln_analyze_opts_init(&opts);
+    ln_settings_from_env(&opts.settings);
     if (ln_py_threads_arg(threads_obj, &threads) < 0 ||
         ln_py_decode_opts(max_pixels, jpeg_decoder, 0, apply_orientation, 0, &opts.decode) < 0)
         return NULL;
@@ -176,6 +177,7 @@ static PyObject *py_hash_files(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     ln_analyze_opts opts;
     ln_analyze_opts_init(&opts);
+    ln_settings_from_env(&opts.settings);
     if (ln_py_threads_arg(threads_obj, &threads) < 0 ||
         ln_py_decode_opts(max_pixels, jpeg_decoder, draft, apply_orientation, 0, &opts.decode) < 0)
         return NULL;
@@ -366,8 +368,10 @@ static PyObject *py_apply_plan(PyObject *self, PyObject *args)
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_apply_plan(&view, &plan, &out, &err);
+    rc = ln_apply_plan(&view, &plan, &settings, &out, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(keep);
     if (rc != LN_OK)
@@ -392,6 +396,7 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
         return NULL;
     ln_export_opts opts;
     ln_export_opts_init(&opts);
+    ln_settings_from_env(&opts.settings);
     if (ln_py_decode_opts(max_pixels, jpeg_decoder, 0, apply_orientation, 0, &opts.decode) < 0)
         return NULL;
     if (strcmp(format, "png") == 0) {
@@ -496,8 +501,10 @@ static PyObject *py_quality_metrics(PyObject *self, PyObject *array)
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_quality_compute(&view, &q, &err);
+    rc = ln_quality_compute(&view, &q, &settings, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(keep);
     if (rc != LN_OK)

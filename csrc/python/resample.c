@@ -120,8 +120,10 @@ static PyObject *py_resize(PyObject *self, PyObject *args, PyObject *kwargs)
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_resample(&in, &out, box_obj == Py_None ? NULL : box, filter, &err);
+    rc = ln_resample(&in, &out, box_obj == Py_None ? NULL : box, filter, &settings, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(holder);
     if (rc != LN_OK) {
@@ -148,8 +150,10 @@ static PyObject *py_to_gray(PyObject *self, PyObject *arr_obj)
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_to_gray(&in, &out, &err);
+    rc = ln_to_gray(&in, &out, &settings, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(holder);
     if (rc != LN_OK) {
@@ -186,8 +190,11 @@ static PyObject *py_resample_weights(PyObject *self, PyObject *args, PyObject *k
     ln_error err;
     ln_error_clear(&err);
     int rc;
+    ln_settings settings;
+    ln_settings_from_env(&settings); /* under the GIL */
     Py_BEGIN_ALLOW_THREADS
-    rc = ln_kernels_build_ex(&kt, in_size, span[0], span[1], out_size, filter, fast, &err);
+    rc = ln_kernels_build_ex(&kt, in_size, span[0], span[1], out_size, filter, fast && ln_use_avx2(&settings),
+                             &err);
     Py_END_ALLOW_THREADS
     if (rc != LN_OK)
         return ln_py_raise(self, &err);
