@@ -2,6 +2,7 @@
 #include "glue.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 int ln_py_image_arg(PyObject *obj, const char *what, ln_image *img, PyObject **holder)
@@ -72,4 +73,46 @@ PyObject *ln_py_fspath_bytes(PyObject *obj)
     if (!PyUnicode_FSConverter(obj, &out))
         return NULL;
     return out;
+}
+
+int ln_py_paths_init(ln_py_paths *p, Py_ssize_t n)
+{
+    p->n = n;
+    p->list = PyList_New(n);
+    p->ptrs = calloc((size_t)n + 1, sizeof *p->ptrs);
+    if (!p->list || !p->ptrs) {
+        ln_py_paths_free(p);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+int ln_py_paths_set(ln_py_paths *p, Py_ssize_t i, PyObject *path)
+{
+    PyObject *b = ln_py_fspath_bytes(path); /* rejects embedded NUL bytes */
+    if (!b)
+        return -1;
+    PyList_SET_ITEM(p->list, i, b);
+    p->ptrs[i] = PyBytes_AS_STRING(b);
+    return 0;
+}
+
+int ln_py_paths_from_seq(ln_py_paths *p, PyObject *fast_seq)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast_seq);
+    if (ln_py_paths_init(p, n) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (ln_py_paths_set(p, i, PySequence_Fast_GET_ITEM(fast_seq, i)) < 0)
+            return -1;
+    return 0;
+}
+
+void ln_py_paths_free(ln_py_paths *p)
+{
+    Py_CLEAR(p->list);
+    free(p->ptrs);
+    p->ptrs = NULL;
+    p->n = 0;
 }

@@ -250,9 +250,8 @@ static PyObject *py_decode_files(PyObject *self, PyObject *args, PyObject *kw)
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     size_t un = (size_t)n, slots = un ? un : 1;
     int nworkers = ln_resolve_threads(threads, un);
-    PyObject **encoded = calloc(slots, sizeof *encoded);
+    ln_py_paths encoded = {0};
     batch_ctx c = {
-        .paths = calloc(slots, sizeof *c.paths),
         .opts = &o.opts,
         .images = calloc(slots, sizeof *c.images),
         .infos = calloc(slots, sizeof *c.infos),
@@ -260,15 +259,13 @@ static PyObject *py_decode_files(PyObject *self, PyObject *args, PyObject *kw)
         .worker_err = calloc((size_t)nworkers, sizeof *c.worker_err),
     };
     PyObject *result = NULL;
-    if (!encoded || !c.paths || !c.images || !c.infos || !c.status || !c.worker_err) {
+    if (!c.images || !c.infos || !c.status || !c.worker_err) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyUnicode_FSConverter(PySequence_Fast_GET_ITEM(seq, i), &encoded[i]))
-            goto done;
-        c.paths[i] = PyBytes_AS_STRING(encoded[i]);
-    }
+    if (ln_py_paths_from_seq(&encoded, seq) < 0)
+        goto done;
+    c.paths = encoded.ptrs;
     Py_BEGIN_ALLOW_THREADS
     ln_parallel_for(threads, un, 1, decode_one, &c);
     Py_END_ALLOW_THREADS
@@ -298,11 +295,7 @@ done:
     if (c.images)
         for (size_t i = 0; i < un; i++)
             ln_image_free(&c.images[i]); /* only those not handed to an array */
-    if (encoded)
-        for (size_t i = 0; i < un; i++)
-            Py_XDECREF(encoded[i]);
-    free(encoded);
-    free(c.paths);
+    ln_py_paths_free(&encoded);
     free(c.images);
     free(c.infos);
     free(c.status);

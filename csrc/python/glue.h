@@ -33,6 +33,21 @@ PyObject *ln_py_array_from_image(const ln_image *img);
 /* Path argument (str, bytes, os.PathLike) -> new bytes object (os.fsencode). */
 PyObject *ln_py_fspath_bytes(PyObject *obj);
 
+/* n encoded paths kept alive for a batch, with the C strings the core reads. */
+typedef struct {
+    PyObject *list;    /* the bytes objects */
+    const char **ptrs; /* ptrs[i] points into list[i] */
+    Py_ssize_t n;
+} ln_py_paths;
+
+/* Room for n paths (set each with ln_py_paths_set), or -1 with MemoryError. */
+int ln_py_paths_init(ln_py_paths *p, Py_ssize_t n);
+/* Encodes `path` (os.fsencode, NUL bytes refused) into slot i; -1 with an exception set. */
+int ln_py_paths_set(ln_py_paths *p, Py_ssize_t i, PyObject *path);
+/* Every item of a PySequence_Fast sequence; -1 with an exception set. */
+int ln_py_paths_from_seq(ln_py_paths *p, PyObject *fast_seq);
+void ln_py_paths_free(ln_py_paths *p);
+
 /* Decode options from the keyword arguments every file-reading function takes
  * (max_pixels, jpeg_decoder, jpeg_draft_min_side, apply_orientation, header_only). */
 int ln_py_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int draft, int orient, int header_only,

@@ -6,30 +6,6 @@
 
 #include "ln_dataset.h"
 
-/* A list of bytes paths kept alive for the duration of a batch, plus the C pointers. */
-typedef struct {
-    PyObject *list;
-    const char **ptrs;
-    Py_ssize_t n;
-} path_list;
-
-static void path_list_free(path_list *pl)
-{
-    Py_XDECREF(pl->list);
-    free(pl->ptrs);
-    memset(pl, 0, sizeof *pl);
-}
-
-static int path_list_add(path_list *pl, Py_ssize_t i, PyObject *obj)
-{
-    PyObject *b = ln_py_fspath_bytes(obj); /* rejects embedded NUL bytes */
-    if (!b)
-        return -1;
-    PyList_SET_ITEM(pl->list, i, b);
-    pl->ptrs[i] = PyBytes_AS_STRING(b);
-    return 0;
-}
-
 static PyObject *analysis_dict(const ln_analysis *a)
 {
     PyObject *info = ln_py_decode_info_dict(&a->info);
@@ -61,23 +37,6 @@ static PyObject *analysis_dict(const ln_analysis *a)
                          "pixel_hash", (unsigned long long)a->pixel_hash, "thumb", thumb, "error", error);
 }
 
-/* Paths -> path_list (bytes kept alive) or NULL with an exception set. */
-static int collect_paths(PyObject *seq, path_list *pl)
-{
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    pl->n = n;
-    pl->list = PyList_New(n);
-    pl->ptrs = calloc((size_t)n + 1, sizeof(char *));
-    if (!pl->list || !pl->ptrs) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (path_list_add(pl, i, PySequence_Fast_GET_ITEM(seq, i)) < 0)
-            return -1;
-    return 0;
-}
-
 static void free_results(ln_analysis *res, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++)
@@ -95,9 +54,9 @@ static int run_analysis(PyObject *self, PyObject *paths_obj, const ln_analyze_op
     PyObject *seq = PySequence_Fast(paths_obj, "paths must be a sequence of paths");
     if (!seq)
         return -1;
-    path_list pl = {0};
+    ln_py_paths pl = {0};
     int ok = -1;
-    if (collect_paths(seq, &pl) < 0)
+    if (ln_py_paths_from_seq(&pl, seq) < 0)
         goto done;
     Py_ssize_t n = pl.n;
     ln_analysis *res = calloc((size_t)n + 1, sizeof(ln_analysis));
@@ -123,7 +82,7 @@ static int run_analysis(PyObject *self, PyObject *paths_obj, const ln_analyze_op
     *count = n;
     ok = 0;
 done:
-    path_list_free(&pl);
+    ln_py_paths_free(&pl);
     Py_DECREF(seq);
     return ok;
 }
@@ -418,12 +377,16 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     /* Two path lists: sources at [0, n), destinations at [n, 2n). */
-    path_list pl = {PyList_New(2 * n), calloc(2 * (size_t)n + 1, sizeof(char *)), 2 * n};
+    ln_py_paths pl = {0};
+    if (ln_py_paths_init(&pl, 2 * n) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
     ln_export_job *jobs = calloc((size_t)n + 1, sizeof(ln_export_job));
     int *status = calloc((size_t)n + 1, sizeof(int));
     ln_error *errors = calloc((size_t)n + 1, sizeof(ln_error));
     PyObject *out = NULL;
-    if (!pl.list || !pl.ptrs || !jobs || !status || !errors) {
+    if (!jobs || !status || !errors) {
         PyErr_NoMemory();
         goto done;
     }
@@ -439,7 +402,7 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
                 goto done;
             jobs[i].check_file_hash = 1;
         }
-        if (path_list_add(&pl, i, src) < 0 || path_list_add(&pl, n + i, dst) < 0 ||
+        if (ln_py_paths_set(&pl, i, src) < 0 || ln_py_paths_set(&pl, n + i, dst) < 0 ||
             plan_from_dict(plan_obj, &jobs[i].plan) < 0)
             goto done;
         jobs[i].src = pl.ptrs[i];
@@ -481,7 +444,7 @@ done:
     free(jobs);
     free(status);
     free(errors);
-    path_list_free(&pl);
+    ln_py_paths_free(&pl);
     Py_DECREF(seq);
     return out;
 }
