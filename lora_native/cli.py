@@ -133,6 +133,68 @@ def _cmd_info(args):
     return 0
 
 
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a LoRA from a YAML config",
+                       description="Train a LoRA for SD1.5 or SDXL from a YAML config. Any config key can be given "
+                                   "on the command line to override the file: --learning_rate 5e-5 --lora_rank 8.")
+    p.add_argument("--config", required=True, help="YAML config file (see examples/)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _parse_overrides(extra):
+    """['--lora_rank', '8', '--learning-rate=5e-5'] -> {'lora_rank': '8', 'learning_rate': '5e-5'}."""
+    from .errors import UsageError
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or arg == "--":
+            raise UsageError("unexpected argument %r (overrides are --key value)" % arg)
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise UsageError("--%s needs a value" % key)
+            value = extra[i + 1]
+            i += 1
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def _cmd_train(args):
+    from .train.loop import TrainingInterrupted, train
+    try:
+        result = train(args.config, **_parse_overrides(args.overrides))
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
+    print("trained %d steps (%d epochs) in %.0f s; final loss %.4f" % (result.steps, result.epochs, result.elapsed,
+                                                                      result.final_loss))
+    print("LoRA: %s" % result.lora_path)
+    name = os.path.splitext(os.path.basename(result.lora_path))[0]
+    print("use it in a prompt: <lora:%s:0.8>" % name)
+    return 0
+
+
+def _add_inspect(sub):
+    p = sub.add_parser("inspect", help="describe a LoRA file (format, base model, rank/alpha, metadata)")
+    p.add_argument("file", help="a .safetensors LoRA (kohya, LoCon, ComfyUI, diffusers/PEFT)")
+    p.add_argument("--no-metadata", action="store_true", help="leave out the metadata listing")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args):
+    from .errors import UsageError
+    from .inspect import inspect_file
+    if not os.path.isfile(args.file):
+        raise UsageError("no such file: %s" % args.file)
+    try:
+        print(inspect_file(args.file, show_metadata=not args.no_metadata))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lora-native", description="LoRA training toolkit with a native data "
                                                                        "pipeline.")
@@ -141,6 +203,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version="lora-native " + __version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_clean(sub)
+    _add_train(sub)
+    _add_inspect(sub)
     _add_demo(sub)
     _add_info(sub)
     return parser
@@ -148,7 +212,11 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.overrides = extra
+    elif extra:
+        parser.error("unrecognized arguments: %s" % " ".join(extra))
     try:
         return args.func(args)
     except LoraNativeError as e:

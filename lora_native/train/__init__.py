@@ -1,0 +1,1 @@
+"""Training: `lora_native.train.train(config, callbacks=...)`."""

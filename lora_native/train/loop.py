@@ -1,0 +1,492 @@
+"""The training loop: `lora_native.train(config, callbacks=...)`.
+
+Exact resume: every random draw of a step (noise, timesteps, dropout) comes from generators
+seeded by (seed, step), and the data order, captions and augmentation of a batch from
+(seed, epoch, batch index); a checkpoint adds the fp32 LoRA weights, optimizer, scheduler and
+grad-scaler state. A run stopped at step 5 and resumed ends bit-identical to one that ran
+straight through (on the CPU; GPU kernels may add last-bit noise).
+"""
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import LoraNativeError, UsageError
+from ..formats.keymap import lora_targets
+from ..formats.kohya import build_metadata, save_lora
+from . import data as train_data
+from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .conditioning import count_truncated, crop_top_left, encode_text, time_ids
+from .lora import LoRANetwork
+from .model import load_base_model
+from .noise import NoiseSchedule, diffusion_loss, sample_noise
+from .optim import make_optimizer, make_scheduler
+
+
+class TrainingError(LoraNativeError):
+    """Training cannot go on (NaN loss, a resume that does not match, ...)."""
+
+
+class TrainingInterrupted(LoraNativeError):
+    """Stopped by Ctrl-C or a host's cancel; a checkpoint was saved first."""
+
+    def __init__(self, message, checkpoint=None, step=0):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    lora_path: str
+    steps: int
+    epochs: int
+    final_loss: float
+    checkpoints: list = field(default_factory=list)
+    elapsed: float = 0.0
+    warnings: list = field(default_factory=list)
+
+
+class Callbacks:
+    """Hooks hosts use (WebUI tab, ComfyUI node): each may be missing. `should_stop()`
+    returning True makes the loop save a checkpoint and stop, like Ctrl-C."""
+
+    def __init__(self, obj=None):
+        self._obj = obj
+
+    def _get(self, name):
+        if self._obj is None:
+            return None
+        if isinstance(self._obj, dict):
+            return self._obj.get(name)
+        return getattr(self._obj, name, None)
+
+    def call(self, name, *args):
+        fn = self._get(name)
+        if fn is not None:
+            return fn(*args)
+        return None
+
+    def should_stop(self):
+        return bool(self.call("should_stop"))
+
+
+# Things a resumed run must share with the run that wrote the checkpoint.
+RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "conv_lora", "conv_dim", "conv_alpha", "train_text_encoder",
+                     "batch_size", "gradient_accumulation_steps", "seed")
+
+
+def _device(cfg):
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UsageError("device: cuda, but torch sees no CUDA GPU (torch %s)" % torch.__version__)
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _weight_dtype(cfg, device):
+    if cfg.mixed_precision == "fp16":
+        if device.type != "cuda":
+            raise UsageError("mixed_precision: fp16 needs a CUDA GPU; on the CPU use bf16 or no")
+        return torch.float16
+    if cfg.mixed_precision == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
+def _seed_int(seed, *parts):
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *parts]).generate_state(1)[0])
+
+
+def _seeded(seed, *parts):
+    """A generator for one step or batch: the same inputs give the same draws on resume."""
+    g = torch.Generator()
+    g.manual_seed(_seed_int(seed, *parts))
+    return g
+
+
+class _StopFlag:
+    """Ctrl-C sets it; the loop saves and stops at the next step boundary."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _as_config(config, overrides):
+    from ..config import Config, load_config
+    if isinstance(config, Config):
+        return config.replace(**overrides) if overrides else config
+    if isinstance(config, dict):
+        return Config.from_dict(dict(config, **overrides))
+    return load_config(os.fspath(config), overrides or None)
+
+
+def train(config, callbacks=None, **overrides):
+    """Train a LoRA. `config`: a path to a YAML file, a dict of config keys, or a Config.
+    Returns a TrainResult; raises TrainingInterrupted after saving a checkpoint when stopped."""
+    cfg = _as_config(config, overrides)
+    if cfg.task_type == "text-generation":
+        raise UsageError("task_type: text-generation (LoRA for language models) is not supported yet; "
+                         "this version trains Stable Diffusion 1.5 and SDXL (task_type: text-to-image)")
+    return _Trainer(cfg, Callbacks(callbacks)).run()
+
+
+class _Trainer:
+    def __init__(self, cfg, callbacks):
+        self.cfg = cfg
+        self.cb = callbacks
+        self.warnings = []
+
+    def warn(self, message):
+        self.warnings.append(message)
+        self.cb.call("on_log", {"warning": message})
+        if self.bar is not None:
+            self.bar.write("warning: " + message)
+        else:
+            import sys
+            print("warning: " + message, file=sys.stderr)
+
+    bar = None
+
+    def info(self, message):
+        self.cb.call("on_log", {"info": message})
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            import sys
+            print(message, file=sys.stderr)
+
+    # ---- setup -----------------------------------------------------------------------
+    def setup(self):
+        cfg = self.cfg
+        self.device = _device(cfg)
+        self.weight_dtype = _weight_dtype(cfg, self.device)
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        self.resume_path, resume_msg = resolve_resume(cfg)
+        if resume_msg:
+            self.info(resume_msg)
+        base = load_base_model(cfg.base_model, model_type=cfg.model_type, tokenizer_path=cfg.tokenizer_path)
+        self.base = base
+        self.kind = base.kind
+        res = cfg.resolution or (1024 if base.kind == "sdxl" else 512)
+        self.resolution = (res, res) if isinstance(res, int) else tuple(res)
+
+        scan = train_data.scan_dataset(cfg.train_data_dir, metadata_path=cfg.metadata_path,
+                                       caption_extension=cfg.caption_extension, trigger_word=cfg.trigger_word)
+        for w in scan.warnings:
+            self.warn(w)
+        self.scan = scan
+        self.samples = scan.samples
+        self.buckets = train_data.assign_buckets(
+            self.samples, resolution=self.resolution, enable_bucket=cfg.enable_bucket,
+            min_bucket_reso=cfg.min_bucket_reso,
+            max_bucket_reso=cfg.max_bucket_reso or (2048 if base.kind == "sdxl" else 1024),
+            bucket_reso_steps=cfg.bucket_reso_steps, bucket_no_upscale=cfg.bucket_no_upscale)
+        captions = [train_data.process_caption(s.caption, cfg.trigger_word, False, 0, 0.0, None)
+                    for s in self.samples]
+        long_ = count_truncated(base.tokenizers[0], captions)
+        if long_:
+            self.warn("%d caption(s) are longer than 77 tokens; their ends are cut off" % long_)
+
+        # The network: adapters on the UNet (and the text encoders when trained).
+        targets = lora_targets(base, conv_dim=cfg.conv_lora, unet=True, text_encoder=cfg.train_text_encoder)
+        torch.manual_seed(cfg.seed)  # kaiming init of lora_down
+        net = LoRANetwork(targets, cfg.lora_rank, cfg.lora_alpha, cfg.conv_dim if cfg.conv_lora else None,
+                          cfg.conv_alpha if cfg.conv_lora else None, cfg.network_dropout)
+        if cfg.network_weights:
+            from safetensors.torch import load_file
+            net.load_lora_state_dict(load_file(cfg.network_weights), source=cfg.network_weights)
+        self.network = net
+
+        # Frozen base in the weight dtype; LoRA weights fp32 on the device.
+        for m in [base.unet, base.vae] + list(base.text_encoders):
+            m.requires_grad_(False)
+            m.eval()
+        base.unet.to(self.device, self.weight_dtype)
+        for te in base.text_encoders:
+            te.to(self.device, self.weight_dtype)
+        base.vae.to(self.device, torch.float32)  # VAEs overflow in fp16 (SDXL's always)
+        net.to(self.device, torch.float32)
+        net.train()
+        net.apply_to()
+        if cfg.gradient_checkpointing:
+            base.unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                for te in base.text_encoders:
+                    te.gradient_checkpointing_enable()
+
+        groups = [{"params": net.parameters_of("unet"), "lr": cfg.unet_lr}]
+        te_params = net.parameters_of("te")
+        if te_params:
+            groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
+        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.weight_decay)
+
+        self.batches_per_epoch = len(train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed, 0))
+        if self.batches_per_epoch == 0:
+            raise TrainingError("the dataset gives no batch (%d usable images)" % len(self.samples))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
+                                        cfg.lr_scheduler_num_cycles)
+        self.scaler = torch.amp.GradScaler("cuda") if self.weight_dtype == torch.float16 else None
+        self.schedule = NoiseSchedule(device=self.device)
+
+        self.global_step, self.epoch, self.batch_index = 0, 0, 0
+        self.started_at = time.time()
+        if self.resume_path:
+            self._resume()
+        self.latents = None
+        if cfg.cache_latents:
+            self._cache_latents()
+
+    def _resume(self):
+        cfg = self.cfg
+        state = load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler,
+                                self.device)
+        saved = state.get("config", {})
+        for key in RESUME_MUST_MATCH:
+            if key in saved and saved[key] != getattr(cfg, key):
+                raise TrainingError("cannot resume from %s: it was trained with %s = %r, the config now says %r "
+                                    "(use resume: never to start over)" % (self.resume_path, key, saved[key],
+                                                                          getattr(cfg, key)))
+        if state.get("base_model_kind") not in (None, self.kind):
+            raise TrainingError("cannot resume from %s: it was trained on a %s model, this base model is %s"
+                                % (self.resume_path, state["base_model_kind"], self.kind))
+        self.global_step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_index = int(state["batch_index"])
+        self.started_at = float(state.get("started_at", self.started_at))
+
+    def _cache_latents(self):
+        cfg = self.cfg
+        folder = os.path.join(cfg.output_dir, "cache", "latents") if cfg.cache_latents_to_disk else None
+        cache = train_data.LatentCache(folder)
+        vae = self.base.vae
+
+        def encode(pixels):
+            with torch.no_grad():
+                return self._encode(pixels).cpu()
+        cache.prepare(self.samples, self.buckets, encode, batch_size=max(1, cfg.batch_size),
+                      flip_aug=cfg.flip_aug, progress=lambda done, total: self.cb.call("on_log", {
+                          "caching_latents": "%d/%d" % (done, total)}))
+        self.latents = cache
+
+    # ---- one step ----------------------------------------------------------------------
+    def _batch_latents(self, indices, rng):
+        """(latents [B, 4, h, w] on the device, kept sample indices, flips) for one batch."""
+        cfg = self.cfg
+        if self.latents is not None:
+            flips = [bool(cfg.flip_aug and rng.random() < 0.5) for _ in indices]
+            lat = [self.latents.get(self.samples[i], self.buckets[i][0], f) for i, f in zip(indices, flips)]
+            return torch.stack(lat).to(self.device), list(indices), flips
+        pixels, kept, warnings = train_data.load_batch(self.samples, indices, self.buckets, cfg.flip_aug,
+                                                       cfg.color_aug, rng)
+        for w in warnings:
+            self.warn(w)
+        if not kept:
+            return None, [], []
+        with torch.no_grad():
+            return self._encode(pixels), kept, None
+
+    def _encode(self, pixels):
+        """Latents of [-1, 1] pixels: the posterior mean (deterministic, so cached and uncached
+        runs train on the same latents), scaled by the model's factor."""
+        return self.base.vae.encode(pixels.to(self.device, torch.float32)).latent_dist.mean * self.base.scaling_factor
+
+    def _loss(self, indices, micro):
+        cfg, base = self.cfg, self.base
+        rng = train_data.batch_rng(cfg.seed, self.epoch, self.batch_index)
+        latents, kept, _ = self._batch_latents(indices, rng)
+        if latents is None:
+            return None, 0
+        captions = [train_data.process_caption(self.samples[i].caption, cfg.trigger_word, cfg.shuffle_caption,
+                                               cfg.keep_tokens, cfg.caption_dropout_rate, rng) for i in kept]
+        # Per-step randomness from (seed, step, micro-batch): identical on resume.
+        gen = _seeded(cfg.seed, 1, self.global_step, micro)
+        torch.manual_seed(_seed_int(cfg.seed, 2, self.global_step, micro))  # LoRA dropout
+        latents = latents.float()
+        noise = sample_noise(latents.shape, gen, self.device, cfg.noise_offset)
+        t = torch.randint(0, self.schedule.steps, (latents.shape[0],), generator=gen).to(self.device)
+        noisy = self.schedule.add_noise(latents, noise, t)
+        target = self.schedule.velocity(latents, noise, t) if cfg.v_parameterization else noise
+        autocast = torch.autocast(self.device.type, dtype=self.weight_dtype,
+                                  enabled=self.weight_dtype != torch.float32)
+        with autocast:
+            with torch.set_grad_enabled(cfg.train_text_encoder):
+                hidden, pooled = encode_text(self.kind, base.text_encoders, base.tokenizers, captions,
+                                             cfg.clip_skip, self.device)
+            added = None
+            if self.kind == "sdxl":
+                sizes = [(self.samples[i].width, self.samples[i].height) for i in kept]
+                crops = [crop_top_left(self.buckets[i][1]) for i in kept]
+                targets = [tuple(self.buckets[i][0]) for i in kept]
+                added = {"text_embeds": pooled, "time_ids": time_ids(sizes, crops, targets, self.device,
+                                                                     hidden.dtype)}
+            pred = base.unet(noisy.to(self.weight_dtype), t, hidden.to(self.weight_dtype),
+                             added_cond_kwargs=added).sample
+        loss = diffusion_loss(pred, target, t, self.schedule, cfg.min_snr_gamma, cfg.v_parameterization)
+        return loss, len(kept)
+
+    # ---- saving ------------------------------------------------------------------------
+    def _metadata(self, finished):
+        cfg = self.cfg
+        return build_metadata(
+            cfg, self.kind, rank=cfg.lora_rank, alpha=cfg.lora_alpha, steps=self.global_step, epoch=self.epoch,
+            num_images=sum(s.repeats for s in self.samples), started_at=self.started_at,
+            finished_at=time.time() if finished else None, tag_frequency=self.scan.tag_frequency,
+            dataset_dirs=self.scan.dataset_dirs, resolution=self.resolution,
+            base_model_name=os.path.basename(os.fspath(cfg.base_model)))
+
+    def _write_lora(self, path, finished=False):
+        save_lora(path, self.network.lora_state_dict(), self._metadata(finished), self.cfg.save_precision)
+
+    def _checkpoint(self, finished=False):
+        cfg = self.cfg
+        state = {"epoch": self.epoch, "batch_index": self.batch_index, "config": cfg.to_dict(),
+                 "base_model_kind": self.kind, "started_at": self.started_at, "total_steps": self.total_steps,
+                 "finished": finished}
+        path = save_checkpoint(cfg.output_dir, self.global_step, "%s-step%06d.safetensors" % (
+            cfg.output_name, self.global_step), lambda p: self._write_lora(p, finished), self.network,
+            self.optimizer, self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
+        self.checkpoints.append(path)
+        self.cb.call("on_checkpoint", path, self.global_step)
+        return path
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self):
+        from tqdm import tqdm
+        self.setup()
+        cfg = self.cfg
+        self.checkpoints = []
+        writer = None
+        if cfg.log_with == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(cfg.logging_dir)
+        self.cb.call("on_start", {"total_steps": self.total_steps, "epochs": self.total_epochs,
+                                  "images": len(self.samples), "model": self.kind, "resume_step": self.global_step})
+        self.bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step", disable=None,
+                        dynamic_ncols=True)
+        last_loss, loss_avg, t_last = float("nan"), None, time.time()
+        last_good = self.resume_path
+        try:
+            with _StopFlag() as stop:
+                while self.global_step < self.total_steps:
+                    batches = train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed,
+                                                       self.epoch)
+                    while self.batch_index < len(batches) and self.global_step < self.total_steps:
+                        accum = min(cfg.gradient_accumulation_steps, len(batches) - self.batch_index)
+                        total_loss, seen = 0.0, 0
+                        for micro in range(accum):
+                            loss, n = self._loss(batches[self.batch_index], micro)
+                            self.batch_index += 1
+                            if loss is None:
+                                continue
+                            if not torch.isfinite(loss):
+                                raise TrainingError(
+                                    "the loss became %s at step %d (epoch %d): lower the learning rate, use bf16 "
+                                    "instead of fp16, or check the images; the last good checkpoint is %s"
+                                    % (loss.item(), self.global_step + 1, self.epoch + 1, last_good or "none"))
+                            scaled = loss / accum
+                            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                            total_loss += loss.item()
+                            seen += 1
+                        if seen == 0:
+                            continue  # every image of these batches failed to load
+                        grad_norm = self._optimizer_step()
+                        self.global_step += 1
+                        last_loss = total_loss / seen
+                        loss_avg = last_loss if loss_avg is None else 0.9 * loss_avg + 0.1 * last_loss
+                        now = time.time()
+                        its = 1.0 / max(now - t_last, 1e-9)
+                        t_last = now
+                        lrs = self.scheduler.get_last_lr()
+                        self.bar.set_postfix(loss="%.4f" % loss_avg, lr="%.2e" % lrs[0], epoch=self.epoch + 1)
+                        self.bar.update(1)
+                        logs = {"loss": last_loss, "loss_avg": loss_avg, "lr/unet": lrs[0], "it_per_s": its,
+                                "grad_norm": grad_norm, "epoch": self.epoch + 1}
+                        if len(lrs) > 1:
+                            logs["lr/text_encoder"] = lrs[1]
+                        if writer:
+                            for k, v in logs.items():
+                                if v is not None:
+                                    writer.add_scalar(k, v, self.global_step)
+                        self.cb.call("on_step", dict(logs, step=self.global_step, total=self.total_steps))
+                        if cfg.sample_prompts and cfg.sample_every_n_steps and \
+                                self.global_step % cfg.sample_every_n_steps == 0:
+                            self._sample(writer)
+                        if cfg.save_steps and self.global_step % cfg.save_steps == 0 \
+                                and self.global_step < self.total_steps:
+                            last_good = self._checkpoint()
+                        if stop.set or self.cb.should_stop():
+                            path = self._checkpoint()
+                            raise TrainingInterrupted(
+                                "stopped at step %d; checkpoint saved to %s. Run the same command again to resume."
+                                % (self.global_step, path), path, self.global_step)
+                    if self.batch_index >= len(batches):
+                        self.epoch += 1
+                        self.batch_index = 0
+                        if cfg.save_every_n_epochs and self.epoch % cfg.save_every_n_epochs == 0 \
+                                and self.global_step < self.total_steps:
+                            last_good = self._checkpoint()
+            final_path = os.path.join(cfg.output_dir, cfg.output_name + ".safetensors")
+            self._write_lora(final_path, finished=True)
+            self._checkpoint(finished=True)
+        finally:
+            self.bar.close()
+            self.bar = None
+            if writer:
+                writer.close()
+            self.network.remove()
+        result = TrainResult(final_path, self.global_step, self.epoch, last_loss, self.checkpoints,
+                             time.time() - self.started_at, self.warnings)
+        self.cb.call("on_end", result)
+        return result
+
+    def _optimizer_step(self):
+        cfg = self.cfg
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = None
+        if cfg.max_grad_norm:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _sample(self, writer):
+        from .sample import generate_samples
+        paths = generate_samples(self, writer)
+        self.cb.call("on_log", {"samples": paths})
+
+
+def latest_checkpoint(output_dir):
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None

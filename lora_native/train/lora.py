@@ -1,0 +1,133 @@
+"""LoRA modules injected into a frozen model: y = W x + (alpha / r) * up(down(dropout(x))).
+
+A LoRA module keeps its weights under kohya names (`<key>.lora_down.weight`,
+`<key>.lora_up.weight`, `<key>.alpha`), so its state dict is the file format. The wrapped
+module's forward is replaced (and restored by `remove`); its own weights are never touched.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LoRAModule(nn.Module):
+    """One adapter. `kind`: linear, conv1x1 or conv3x3 (LoCon: down has the layer's kernel,
+    up is 1x1)."""
+
+    def __init__(self, key, org, rank, alpha, dropout=0.0):
+        super().__init__()
+        self.key = key
+        self.rank = int(rank)
+        self.dropout = float(dropout)
+        if isinstance(org, nn.Linear):
+            self.kind = "linear"
+            self.lora_down = nn.Linear(org.in_features, self.rank, bias=False)
+            self.lora_up = nn.Linear(self.rank, org.out_features, bias=False)
+        elif isinstance(org, nn.Conv2d):
+            self.kind = "conv1x1" if tuple(org.kernel_size) == (1, 1) else "conv3x3"
+            self.lora_down = nn.Conv2d(org.in_channels, self.rank, org.kernel_size, org.stride, org.padding,
+                                       bias=False)
+            self.lora_up = nn.Conv2d(self.rank, org.out_channels, 1, 1, bias=False)
+        else:
+            raise TypeError("LoRA can wrap nn.Linear or nn.Conv2d, not %s (%s)" % (type(org).__name__, key))
+        # kaiming-uniform down (a = sqrt(5), torch's Linear default) and zero up: the
+        # adapter starts as the identity on the model's output.
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+        self.multiplier = 1.0
+        self._org = [org]  # a list, so the frozen module is not registered as a child
+        self._org_forward = None
+
+    @property
+    def scale(self):
+        return float(self.alpha) / self.rank
+
+    def apply_to(self):
+        org = self._org[0]
+        self._org_forward = org.forward
+        org.forward = self.forward
+
+    def remove(self):
+        if self._org_forward is not None:
+            self._org[0].forward = self._org_forward
+            self._org_forward = None
+
+    def forward(self, x):
+        y = self._org_forward(x)
+        if self.multiplier == 0.0:
+            return y
+        h = x
+        if self.dropout and self.training:
+            h = F.dropout(h, p=self.dropout)
+        h = self.lora_up(self.lora_down(h.to(self.lora_down.weight.dtype)))
+        return y + (h * (self.multiplier * self.scale)).to(y.dtype)
+
+
+class LoRANetwork(nn.Module):
+    """All adapters of one model. `targets` come from lora_native.formats.keymap.lora_targets."""
+
+    def __init__(self, targets, rank, alpha, conv_rank=None, conv_alpha=None, dropout=0.0):
+        super().__init__()
+        self.modules_by_key = {}
+        layers = []
+        for t in targets:
+            conv3 = t.kind == "conv3x3"
+            r = conv_rank if conv3 and conv_rank else rank
+            a = conv_alpha if conv3 and conv_alpha else alpha
+            m = LoRAModule(t.key, t.module, r, a, dropout)
+            m.component = t.component
+            layers.append(m)
+            self.modules_by_key[t.key] = m
+        if len(self.modules_by_key) != len(layers):
+            raise ValueError("two LoRA targets share one key name")
+        self.layers = nn.ModuleList(layers)
+
+    def apply_to(self):
+        for m in self.layers:
+            m.apply_to()
+
+    def remove(self):
+        for m in self.layers:
+            m.remove()
+
+    def set_multiplier(self, value):
+        for m in self.layers:
+            m.multiplier = value
+
+    def parameters_of(self, component_prefix):
+        """Trainable parameters of the adapters on one component ("unet", "te")."""
+        return [p for m in self.layers if m.component.startswith(component_prefix) for p in m.parameters()]
+
+    def lora_state_dict(self):
+        """Kohya-named tensors (fp32, contiguous, on CPU)."""
+        out = {}
+        for m in self.layers:
+            out[m.key + ".lora_down.weight"] = m.lora_down.weight.detach().float().cpu().contiguous()
+            out[m.key + ".lora_up.weight"] = m.lora_up.weight.detach().float().cpu().contiguous()
+            out[m.key + ".alpha"] = m.alpha.detach().float().cpu()
+        return out
+
+    def load_lora_state_dict(self, tensors, source="LoRA file"):
+        """Load kohya-named tensors (network_weights / resume). Every key must match one of
+        our adapters with the same shape; what matches nothing is an error naming it."""
+        own = {m.key for m in self.layers}
+        unknown = sorted({k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in tensors}
+                         - own)
+        if unknown:
+            raise ValueError("%s has %d LoRA module(s) this model has no target for, e.g. %s (a LoRA for another "
+                             "base model, or trained with conv layers?)" % (source, len(unknown), unknown[0]))
+        with torch.no_grad():
+            for m in self.layers:
+                for name, param in (("lora_down.weight", m.lora_down.weight), ("lora_up.weight", m.lora_up.weight)):
+                    t = tensors.get(m.key + "." + name)
+                    if t is None:
+                        continue
+                    if tuple(t.shape) != tuple(param.shape):
+                        raise ValueError("%s: %s.%s has shape %s, this network needs %s (different rank?)"
+                                         % (source, m.key, name, tuple(t.shape), tuple(param.shape)))
+                    param.copy_(t.to(param.dtype))
+                a = tensors.get(m.key + ".alpha")
+                if a is not None:
+                    m.alpha.copy_(a.to(m.alpha.dtype).reshape(()))
