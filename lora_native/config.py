@@ -141,9 +141,7 @@ class Config:
     def error(self, key, problem):
         """A ConfigError located at `key` (file:line:col when it came from the config file), for
         problems found later, like a base_model that does not exist."""
-        origin, line, column = self.origins.get(key, (self.source or "config", None, None))
-        path = origin if origin == self.source else None
-        return ConfigError(problem, path=path, line=line, column=column, key=key, origin=origin)
+        return _error_at(self.origins, self.source, self.source or "config", key, problem)
 
 
 KEYS = tuple(SCHEMA)
@@ -193,6 +191,13 @@ def _raise_all(errors):
                           origin=first.origin, errors=errors)
 
 
+def _error_at(origins, source, default_origin, key, problem):
+    """A ConfigError at the place `key` came from (origins: key -> (origin, line, column))."""
+    origin, line, column = origins.get(key, (default_origin, None, None))
+    return ConfigError(problem, path=origin if origin == source else None, line=line, column=column, key=key,
+                       origin=origin)
+
+
 def _resolve_path(key, value, base):
     """Paths from a file are taken from its folder (base); from elsewhere, from the current one."""
     if key not in _PATH_KEYS or not isinstance(value, str):
@@ -211,9 +216,7 @@ class _Checks:
         self.errors, self.warnings = [], []
 
     def make(self, key, problem):
-        origin, line, column = self.origins.get(key, (self.default_origin, None, None))
-        return ConfigError(problem, path=origin if origin == self.source else None, line=line, column=column,
-                           key=key, origin=origin)
+        return _error_at(self.origins, self.source, self.default_origin, key, problem)
 
     def where(self, key):
         """'line 12' or 'the command line', to point at the other key of a pair."""

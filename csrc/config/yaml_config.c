@@ -1,172 +1,33 @@
 /* The config document: libyaml's event stream walked against the key schema. Every problem
  * is collected with its line and column (1-based) so one run shows them all. */
-#include "ln_config.h"
+#include "config_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
 #define TAG_PREFIX "tag:yaml.org,2002:"
 
-typedef struct {
-    yaml_parser_t parser;
-    const unsigned char *text; /* what libyaml reads (BOM already skipped) */
-    size_t len;
-    ln_config *cfg;          /* NULL when typing a single override */
-    ln_cfg_diags *diags;
-    int positions;           /* 0: the text is a command-line value, marks mean nothing to the user */
-    int current;             /* schema index of the key whose value is being read, or -1 */
-    int value_diags;         /* diags->count before the current value was typed, or -1 */
-    int failed;              /* libyaml stopped: no more events */
-    int nomem;
-} doc;
-
-static void mark_of(const doc *d, yaml_mark_t m, int *line, int *column)
-{
-    *line = d->positions ? (int)m.line + 1 : 0;
-    *column = d->positions ? (int)m.column + 1 : 0;
-}
-
-static const char *current_key(const doc *d)
-{
-    size_t n;
-    return d->current >= 0 ? ln_cfg_schema(&n)[d->current].name : NULL;
-}
-
-static void add(doc *d, yaml_mark_t m, const char *key, const char *problem, const char *detail)
+static void add(ln_cfg_doc *d, yaml_mark_t m, const char *key, const char *problem, const char *detail)
 {
     int line, column;
-    mark_of(d, m, &line, &column);
+    ln_cfg_mark_of(d, m, &line, &column);
     ln_cfg_diag_add(d->diags, line, column, key, key ? strlen(key) : 0, "%s%s", problem, detail ? detail : "");
 }
 
-/* Start of line `line` (0-based) in the text, counting \n, \r\n and \r as libyaml does. */
-static size_t line_start(const doc *d, size_t line)
-{
-    size_t i = 0;
-    while (line > 0 && i < d->len) {
-        unsigned char c = d->text[i++];
-        if (c == '\r' && i < d->len && d->text[i] == '\n')
-            i++;
-        if (c == '\n' || c == '\r')
-            line--;
-    }
-    return i;
-}
-
-/* Byte offset -> 1-based line and column in characters (for libyaml's reader errors, which
- * carry an offset but no mark). */
-static void offset_to_mark(const doc *d, size_t offset, int *line, int *column)
-{
-    int l = 1, c = 1;
-    for (size_t i = 0; i < offset && i < d->len; i++) {
-        unsigned char ch = d->text[i];
-        if (ch == '\n' || (ch == '\r' && !(i + 1 < d->len && d->text[i + 1] == '\n'))) {
-            l++;
-            c = 1;
-        } else if ((ch & 0xC0) != 0x80 && ch != '\r') {
-            c++;
-        }
-    }
-    *line = d->positions ? l : 0;
-    *column = d->positions ? c : 0;
-}
-
-/* The `name:` a line starts with, if any, for naming the key in a syntax error. */
-static int key_on_line(const doc *d, size_t start, size_t *key_at, size_t *key_len)
-{
-    size_t i = start;
-    while (i < d->len && (d->text[i] == ' ' || d->text[i] == '\t'))
-        i++;
-    size_t k = i;
-    while (i < d->len && (d->text[i] == '_' || d->text[i] == '-' || (d->text[i] >= 'a' && d->text[i] <= 'z') ||
-                          (d->text[i] >= 'A' && d->text[i] <= 'Z') || (d->text[i] >= '0' && d->text[i] <= '9')))
-        i++;
-    if (i == k || i >= d->len || d->text[i] != ':')
-        return 0;
-    *key_at = k;
-    *key_len = i - k;
-    return 1;
-}
-
-/* The key a line starts with, else (with fallback) the key being read: names the key in a
- * syntax error. */
-static const char *key_for_line(const doc *d, size_t line, int fallback, size_t *key_len)
-{
-    size_t key_at;
-    if (d->positions && key_on_line(d, line_start(d, line), &key_at, key_len))
-        return (const char *)d->text + key_at;
-    const char *key = fallback ? current_key(d) : NULL;
-    *key_len = key ? strlen(key) : 0;
-    return key;
-}
-
-/* libyaml stopped: say why, in our words for the cases users hit (tabs, bad bytes). */
-static void report_parser_error(doc *d)
-{
-    yaml_parser_t *p = &d->parser;
-    d->failed = 1;
-    if (p->error == YAML_MEMORY_ERROR) {
-        d->nomem = 1;
-        return;
-    }
-    int line, column;
-    size_t key_len;
-    const char *key;
-    if (p->error == YAML_READER_ERROR) {
-        offset_to_mark(d, p->problem_offset, &line, &column);
-        key = key_for_line(d, line > 0 ? (size_t)line - 1 : 0, 1, &key_len);
-        ln_cfg_diag_add(d->diags, line, column, key, key_len, "invalid text: %s (byte 0x%02x)",
-                        p->problem ? p->problem : "unreadable", (unsigned)p->problem_value & 0xffu);
-        return;
-    }
-    mark_of(d, p->problem_mark, &line, &column);
-    /* a multi-line plain value typed just before is usually the next lines swallowed by this
-     * same mistake: its type error would only mislead */
-    if (d->value_diags >= 0 && d->value_diags < d->diags->count)
-        d->diags->count = d->value_diags;
-    /* a tab in the indentation of the line where libyaml gave up is the usual cause */
-    size_t start = line_start(d, p->problem_mark.line);
-    for (size_t i = start; d->positions && i < d->len && (d->text[i] == ' ' || d->text[i] == '\t'); i++) {
-        if (d->text[i] == '\t') {
-            key = key_for_line(d, p->problem_mark.line, 1, &key_len);
-            ln_cfg_diag_add(d->diags, line, (int)(i - start) + 1, key, key_len,
-                            "tabs are not allowed for indentation in YAML; use spaces");
-            return;
-        }
-    }
-    /* the construct libyaml was reading started on the line of its key */
-    key = key_for_line(d, p->context ? p->context_mark.line : p->problem_mark.line, 0, &key_len);
-    const char *problem = p->problem ? p->problem : "syntax error";
-    size_t at = line_start(d, p->problem_mark.line), kl;
-    const char *hint = "";
-    if (d->positions && at < d->len && d->text[at] == ' ' && key_on_line(d, at, &at, &kl))
-        hint = "; keys of the config start in column 1: check this line's indentation";
-    int cl, cc;
-    mark_of(d, p->context_mark, &cl, &cc);
-    if (p->context && cl > 0)
-        ln_cfg_diag_add(d->diags, line, column, key, key_len,
-                        "invalid YAML: %s (%s started at line %d, column %d)%s", problem, p->context, cl, cc, hint);
-    else if (p->context)
-        ln_cfg_diag_add(d->diags, line, column, key, key_len, "invalid YAML: %s (%s)%s", problem, p->context, hint);
-    else
-        ln_cfg_diag_add(d->diags, line, column, key, key_len, "invalid YAML: %s%s", problem, hint);
-}
-
 /* Next event, or 0 once libyaml has failed (the problem is reported once). */
-static int next(doc *d, yaml_event_t *ev)
+static int next(ln_cfg_doc *d, yaml_event_t *ev)
 {
     if (d->failed)
         return 0;
     if (!yaml_parser_parse(&d->parser, ev)) {
-        report_parser_error(d);
+        ln_cfg_report_parser_error(d);
         return 0;
     }
     return 1;
 }
 
 /* Consumes the rest of a node whose first event is `first` (already read, not deleted). */
-static void skip_node(doc *d, const yaml_event_t *first)
+static void skip_node(ln_cfg_doc *d, const yaml_event_t *first)
 {
     int depth = first->type == YAML_MAPPING_START_EVENT || first->type == YAML_SEQUENCE_START_EVENT;
     while (depth > 0) {
@@ -193,7 +54,7 @@ static const char *node_kind(const yaml_event_t *ev)
 
 /* Anchors, aliases and non-standard tags are refused: a config is plain data, and an alias
  * would make one value's position ambiguous. Returns 1 when the node was refused. */
-static int refuse_yaml_features(doc *d, const yaml_event_t *ev, const char *key)
+static int refuse_yaml_features(ln_cfg_doc *d, const yaml_event_t *ev, const char *key)
 {
     const yaml_char_t *anchor = NULL, *tag = NULL;
     if (ev->type == YAML_ALIAS_EVENT) {
@@ -233,10 +94,10 @@ static int scalar_is_plain(const yaml_event_t *ev)
 }
 
 /* A list value: strings for LN_CFG_LIST, [width, height] for LN_CFG_RESOLUTION. */
-static int read_sequence(doc *d, const ln_cfg_key *key, const yaml_event_t *start, ln_cfg_value *out)
+static int read_sequence(ln_cfg_doc *d, const ln_cfg_key *key, const yaml_event_t *start, ln_cfg_value *out)
 {
     int line, column, bad = 0;
-    mark_of(d, start->start_mark, &line, &column);
+    ln_cfg_mark_of(d, start->start_mark, &line, &column);
     int64_t sides[2] = {0, 0};
     size_t count = 0;
     for (;;) {
@@ -248,7 +109,7 @@ static int read_sequence(doc *d, const ln_cfg_key *key, const yaml_event_t *star
             break;
         }
         int il, ic;
-        mark_of(d, ev.start_mark, &il, &ic);
+        ln_cfg_mark_of(d, ev.start_mark, &il, &ic);
         count++;
         if (refuse_yaml_features(d, &ev, key->name) || ev.type != YAML_SCALAR_EVENT) {
             skip_node(d, &ev);
@@ -311,12 +172,12 @@ static int read_sequence(doc *d, const ln_cfg_key *key, const yaml_event_t *star
 }
 
 /* The value node of `key`; `first` is its first event (read, not deleted). */
-static int read_value(doc *d, const ln_cfg_key *key, const yaml_event_t *first, ln_cfg_value *out)
+static int read_value(ln_cfg_doc *d, const ln_cfg_key *key, const yaml_event_t *first, ln_cfg_value *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = LN_CFG_V_NULL;
     int line, column;
-    mark_of(d, first->start_mark, &line, &column);
+    ln_cfg_mark_of(d, first->start_mark, &line, &column);
     if (refuse_yaml_features(d, first, key->name)) {
         skip_node(d, first);
         return LN_ERR_FORMAT;
@@ -339,14 +200,14 @@ static int read_value(doc *d, const ln_cfg_key *key, const yaml_event_t *first, 
     return LN_ERR_FORMAT;
 }
 
-static void unknown_key(doc *d, yaml_mark_t m, const char *name, size_t len)
+static void unknown_key(ln_cfg_doc *d, yaml_mark_t m, const char *name, size_t len)
 {
     int line, column;
-    mark_of(d, m, &line, &column);
+    ln_cfg_mark_of(d, m, &line, &column);
     ln_cfg_unknown_key(d->diags, line, column, name, len);
 }
 
-static int read_mapping(doc *d)
+static int read_mapping(ln_cfg_doc *d)
 {
     size_t n_keys;
     const ln_cfg_key *schema = ln_cfg_schema(&n_keys);
@@ -373,7 +234,7 @@ static int read_mapping(doc *d)
                 unknown_key(d, kev.start_mark, name, len);
             } else if (d->cfg->entries[k].present) {
                 int line, column;
-                mark_of(d, kev.start_mark, &line, &column);
+                ln_cfg_mark_of(d, kev.start_mark, &line, &column);
                 ln_cfg_diag_add(d->diags, line, column, name, len,
                                 "duplicate key; first defined at line %d, column %d", d->cfg->entries[k].key_line,
                                 d->cfg->entries[k].key_column);
@@ -389,8 +250,8 @@ static int read_mapping(doc *d)
         if (k >= 0) {
             ln_cfg_entry *e = &d->cfg->entries[k];
             e->present = 1;
-            mark_of(d, kev.start_mark, &e->key_line, &e->key_column);
-            mark_of(d, vev.start_mark, &e->value_line, &e->value_column);
+            ln_cfg_mark_of(d, kev.start_mark, &e->key_line, &e->key_column);
+            ln_cfg_mark_of(d, vev.start_mark, &e->value_line, &e->value_column);
             d->value_diags = d->diags->count;
             if (read_value(d, &schema[k], &vev, &e->value) == LN_ERR_NOMEM)
                 d->nomem = 1;
@@ -404,7 +265,7 @@ static int read_mapping(doc *d)
     }
 }
 
-static void read_document(doc *d)
+static void read_document(ln_cfg_doc *d)
 {
     yaml_event_t ev;
     if (!next(d, &ev))
@@ -452,54 +313,6 @@ static void read_document(doc *d)
     yaml_event_delete(&ev);
 }
 
-/* First invalid UTF-8 sequence (overlong forms and surrogates included): 0 and its 1-based
- * line / column (in characters) and byte, or 1 when the text is valid. */
-static int check_utf8(const unsigned char *s, size_t n, int *line, int *column, unsigned *byte)
-{
-    int l = 1, c = 1;
-    for (size_t i = 0; i < n;) {
-        unsigned char b = s[i];
-        size_t need;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            if (b == '\n' || (b == '\r' && !(i < n && s[i] == '\n'))) {
-                l++;
-                c = 1;
-            } else if (b != '\r') {
-                c++;
-            }
-            continue;
-        }
-        if (b >= 0xC2 && b <= 0xDF)
-            need = 1, cp = b & 0x1Fu, min = 0x80;
-        else if (b >= 0xE0 && b <= 0xEF)
-            need = 2, cp = b & 0x0Fu, min = 0x800;
-        else if (b >= 0xF0 && b <= 0xF4)
-            need = 3, cp = b & 0x07u, min = 0x10000;
-        else
-            goto bad;
-        if (n - i <= need)
-            goto bad;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                goto bad;
-            cp = (cp << 6) | (s[i + k] & 0x3Fu);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            goto bad;
-        i += need + 1;
-        c++;
-        continue;
-    bad:
-        *line = l;
-        *column = c;
-        *byte = b;
-        return 0;
-    }
-    return 1;
-}
-
 static void format_first(const ln_cfg_diags *diags, const char *origin, ln_error *err)
 {
     char msg[LN_ERRMSG_SIZE];
@@ -508,7 +321,7 @@ static void format_first(const ln_cfg_diags *diags, const char *origin, ln_error
 }
 
 /* Shared start of both entry points: BOM, encoding, libyaml set up. */
-static int open_doc(doc *d, const char *text, size_t len, int positions, ln_cfg_diags *diags, ln_error *err)
+static int open_doc(ln_cfg_doc *d, const char *text, size_t len, int positions, ln_cfg_diags *diags, ln_error *err)
 {
     memset(d, 0, sizeof *d);
     d->diags = diags;
@@ -527,9 +340,9 @@ static int open_doc(doc *d, const char *text, size_t len, int positions, ln_cfg_
         ln_cfg_diag_add(diags, positions, positions, NULL, 0, "the text is UTF-16; save it as UTF-8");
         return LN_ERR_FORMAT;
     }
-    if (!check_utf8(d->text, len, &line, &column, &byte)) {
+    if (!ln_cfg_check_utf8(d->text, len, &line, &column, &byte)) {
         size_t key_len;
-        const char *key = key_for_line(d, (size_t)line - 1, 0, &key_len);
+        const char *key = ln_cfg_key_for_line(d, (size_t)line - 1, 0, &key_len);
         ln_cfg_diag_add(diags, positions ? line : 0, positions ? column : 0, key, key_len,
                         "invalid UTF-8 (byte 0x%02x); save the file as UTF-8", byte);
         return LN_ERR_FORMAT;
@@ -552,7 +365,7 @@ int ln_config_parse(const char *text, size_t len, const char *filename, ln_confi
     if (!cfg->entries)
         return ln_fail(err, LN_ERR_NOMEM, "out of memory reading the config");
     cfg->count = n_keys;
-    doc d;
+    ln_cfg_doc d;
     int rc = open_doc(&d, text, len, 1, diags, err);
     if (rc == LN_ERR_NOMEM)
         return rc;
@@ -585,7 +398,7 @@ void ln_config_free(ln_config *cfg)
 static int parse_flow_value(const ln_cfg_key *key, const char *text, size_t len, ln_cfg_value *out,
                             ln_cfg_diags *diags, ln_error *err)
 {
-    doc d;
+    ln_cfg_doc d;
     int rc = open_doc(&d, text, len, 0, diags, err);
     if (rc != LN_OK)
         return rc;
