@@ -20,6 +20,8 @@
 PyObject *ln_py_raise(PyObject *module, const ln_error *err);
 /* lora_native.errors.NativeError, held in the module state. */
 PyObject *ln_py_native_error(PyObject *module);
+/* lora_native.errors.ConfigError, held in the module state. */
+PyObject *ln_py_config_error(PyObject *module);
 
 /* threads= argument: None or int >= 0 (0 = all cores). */
 int ln_py_threads_arg(PyObject *obj, int *out);

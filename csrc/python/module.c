@@ -4,12 +4,19 @@
 
 typedef struct {
     PyObject *native_error;
+    PyObject *config_error;
 } module_state;
 
 PyObject *ln_py_native_error(PyObject *module)
 {
     module_state *st = module ? PyModule_GetState(module) : NULL;
     return st && st->native_error ? st->native_error : PyExc_RuntimeError;
+}
+
+PyObject *ln_py_config_error(PyObject *module)
+{
+    module_state *st = module ? PyModule_GetState(module) : NULL;
+    return st && st->config_error ? st->config_error : PyExc_ValueError;
 }
 
 PyObject *ln_py_raise(PyObject *module, const ln_error *err)
@@ -56,11 +63,15 @@ static int module_exec(PyObject *m)
     if (!errors)
         return -1;
     PyObject *cls = PyObject_GetAttrString(errors, "NativeError");
+    PyObject *config_cls = cls ? PyObject_GetAttrString(errors, "ConfigError") : NULL;
     Py_DECREF(errors);
-    if (!cls)
+    if (!config_cls) {
+        Py_XDECREF(cls);
         return -1;
+    }
     module_state *st = PyModule_GetState(m);
     st->native_error = cls;
+    st->config_error = config_cls;
     if (ln_py_register_info(m) < 0 || ln_py_register_decode(m) < 0 || ln_py_register_resample(m) < 0 ||
         ln_py_register_encode(m) < 0 || ln_py_register_hash(m) < 0 || ln_py_register_group(m) < 0 ||
         ln_py_register_pipeline(m) < 0 || ln_py_register_config(m) < 0 || ln_py_register_loader(m) < 0)
@@ -72,6 +83,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
 {
     module_state *st = PyModule_GetState(m);
     Py_VISIT(st->native_error);
+    Py_VISIT(st->config_error);
     return 0;
 }
 
@@ -79,6 +91,7 @@ static int module_clear(PyObject *m)
 {
     module_state *st = PyModule_GetState(m);
     Py_CLEAR(st->native_error);
+    Py_CLEAR(st->config_error);
     return 0;
 }
 
