@@ -152,7 +152,7 @@ class BuildExt(build_ext):
 
     @staticmethod
     def _newest_header():
-        return max(p.stat().st_mtime for p in (CSRC / "include").glob("*.h"))
+        return max(p.stat().st_mtime for p in CSRC.rglob("*.h"))
 
 
 def make_extension():
@@ -181,7 +181,7 @@ def make_extension():
     return Extension(
         "lora_native._native",
         sources=c_sources(),
-        depends=sorted(str(p.relative_to(ROOT)) for p in (CSRC / "include").glob("*.h")) + ["csrc/python/glue.h"],
+        depends=sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob("*.h")),
         include_dirs=["csrc/include", numpy_include()] + include_dirs,
         libraries=libraries,
         library_dirs=library_dirs,
