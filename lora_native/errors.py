@@ -19,3 +19,11 @@ class DatasetError(LoraNativeError):
 
 class UsageError(LoraNativeError):
     """Bad command-line or API arguments."""
+
+
+class ModelError(LoraNativeError):
+    """A base model (file or folder) or a tokenizer cannot be used; carries the path."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path

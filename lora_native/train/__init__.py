@@ -1,0 +1,1 @@
+"""Training: base-model loading, tokenizers, tiny models for tests and the demo."""
