@@ -86,11 +86,6 @@ def _module_kind(module):
     return None
 
 
-def _te_path(path):
-    """A text-encoder module path as kohya names it: always under `text_model.`."""
-    return path if path.startswith("text_model.") else "text_model." + path
-
-
 def _unet_key_path(kind, path, unet_config):
     if kind == "sdxl":
         original = ldm.unet_module_to_original(path, unet_config)
@@ -106,7 +101,7 @@ def kohya_key(kind, component, module_path, unet_config=None):
     if component == "unet":
         path = _unet_key_path(kind, module_path, unet_config)
     else:
-        path = _te_path(module_path)
+        path = ldm.with_text_model(module_path)
     return prefix + "_" + path.replace(".", "_")
 
 
@@ -182,7 +177,7 @@ class KeyMap:
                 if _module_kind(module) != "linear":
                     continue
                 key = kohya_key(kind, component, path)
-                hf = _te_path(path)
+                hf = ldm.with_text_model(path)
                 got = ldm.text_encoder_weight_to_original(name, path, kind)
                 if got is None:
                     continue

@@ -212,11 +212,11 @@ class _TableCodec:
         o = self.table.to_original(diffusers_key)
         return None if o is None else (o, (diffusers_key,), self._op(diffusers_key))
 
-    def module_to_original(self, path):
-        return self.table.to_original(path)
 
-    def module_to_diffusers(self, path):
-        return self.table.to_diffusers(path)
+def with_text_model(path):
+    """A CLIP text-encoder key or module path under `text_model.`, the level files and kohya names
+    have and transformers 5's CLIPTextModel lacks (text_projection sits beside it)."""
+    return path if path.startswith(("text_model.", "text_projection")) else "text_model." + path
 
 
 class _ClipCodec:
@@ -231,13 +231,10 @@ class _ClipCodec:
         return None
 
     def to_original(self, diffusers_key):
-        key = diffusers_key if diffusers_key.startswith("text_model.") else "text_model." + diffusers_key
+        key = with_text_model(diffusers_key)
         if not key[len("text_model."):].startswith(self._TOP):
             return None
         return key, (diffusers_key,), "copy"
-
-    def module_to_original(self, path):
-        return path if path.startswith("text_model.") else "text_model." + path
 
 
 class _OpenClipCodec:
@@ -267,9 +264,7 @@ class _OpenClipCodec:
         return None
 
     def to_original(self, diffusers_key):
-        key = diffusers_key
-        if not key.startswith(("text_model.", "text_projection.")):
-            key = "text_model." + key  # a transformers build without the `text_model.` level
+        key = with_text_model(diffusers_key)
         for o, d in self._FIXED.items():
             if key == d:
                 return o, (diffusers_key,), ("transpose" if o == "text_projection" else "copy")
@@ -286,12 +281,6 @@ class _OpenClipCodec:
         if part not in back:
             return None
         return "transformer.resblocks.%s.%s.%s" % (layer, back[part], kind), (diffusers_key,), "copy"
-
-    def module_to_original(self, path):
-        """(original parameter key of the module's weight, row range or None, op) for a Linear."""
-        key = path if path.startswith("text_model.") else "text_model." + path
-        got = self.to_original(key + ".weight")
-        return None if got is None else got
 
 
 def _codecs(kind, architecture):
@@ -454,16 +443,15 @@ def unet_module_to_diffusers(path, unet_config):
 
 
 def text_encoder_weight_to_original(component, module_path, kind):
-    """(full original key, row index 0/1/2 into a fused q/k/v or None, op) of a text-encoder
-    Linear's weight, e.g. OpenCLIP's `attn.in_proj_weight` rows for `self_attn.k_proj`."""
+    """(full original key, row block 0/1/2 of a fused q/k/v or None, op) of a text-encoder
+    Linear's weight, e.g. OpenCLIP's `attn.in_proj_weight` rows for `self_attn.k_proj`; None for a
+    module the original layout does not have."""
+    key = with_text_model(module_path) + ".weight"
     if component == "text_encoder":
-        return CLIP_L_PREFIX[kind] + _ClipCodec().module_to_original(module_path) + ".weight", None, "copy"
-    got = _OpenClipCodec().module_to_original(module_path)
+        got, prefix = _ClipCodec().to_original(key), CLIP_L_PREFIX[kind]
+    else:
+        got, prefix = _OpenClipCodec().to_original(key), OPEN_CLIP_G_PREFIX
     if got is None:
         return None
     original, group, op = got
-    key = (module_path if module_path.startswith("text_model.") else "text_model." + module_path) + ".weight"
-    row = None
-    if op == "qkv":
-        row = [g if g.startswith("text_model.") else "text_model." + g for g in group].index(key)
-    return OPEN_CLIP_G_PREFIX + original, row, op
+    return prefix + original, (group.index(key) if op == "qkv" else None), op

@@ -20,7 +20,7 @@ from ..errors import ModelError
 from ..formats import ldm
 from ..formats.header import HeaderError, read_header
 from ..fsutil import display_path
-from . import tokenizer as tokenizers
+from .tokenizer import load_tokenizers
 
 ARCHITECTURE_KEY = "lora_native.architecture"
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
@@ -78,20 +78,13 @@ def build_components(architecture, device="meta"):
     """{component name: module} built from an architecture dict; on `meta` nothing is allocated."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # small test vocabularies trigger warnings about token ids
-    try:
-        with torch.device(device):
-            out = {"unet": UNet2DConditionModel.from_config(architecture["unet"]),
-                   "vae": AutoencoderKL.from_config(architecture["vae"])}
-            for name in text_encoder_names(architecture):
-                config = architecture[name]
-                cls = _text_encoder_class(config.get("_class_name"), name)
-                out[name] = cls(_text_config(config))
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    with torch.device(device):
+        out = {"unet": UNet2DConditionModel.from_config(architecture["unet"]),
+               "vae": AutoencoderKL.from_config(architecture["vae"])}
+        for name in text_encoder_names(architecture):
+            config = architecture[name]
+            out[name] = _text_encoder_class(config.get("_class_name"), name)(_text_config(config))
     return out
 
 
@@ -479,7 +472,7 @@ def load_base_model(path, model_type="auto", tokenizer_path=None, dtype=None, de
         scheduler = _scheduler_config(arch, prediction, folder_config)
     names = text_encoder_names(arch)
     # Tokenizers before the weights: a missing vocabulary fails in a second, not after 7 GB.
-    toks = tokenizers.load_tokenizers(names, tokenizer_path=tokenizer_path, model_path=info.path)
+    toks = load_tokenizers(names, tokenizer_path=tokenizer_path, model_path=info.path)
     for name, tok in zip(names, toks):
         expected = arch[name].get("vocab_size")
         if expected is not None and len(tok) != expected:

@@ -16,6 +16,7 @@ import shutil
 from ..configs import load_architecture
 from ..formats import ldm
 from . import tokenizer as tok
+from .model import ARCHITECTURE_KEY, build_components
 
 TINY_TOKENIZER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "tiny_tokenizer")
 TINY_MERGES = 320
@@ -117,8 +118,6 @@ def make_tiny_model(path, kind="sd15", seed=0):
     single-file .safetensors in the original layout, and its tokenizer beside it. Returns path."""
     import torch
     from safetensors.torch import save_file
-
-    from .model import ARCHITECTURE_KEY, build_components
 
     if kind not in ("sd15", "sdxl"):
         raise ValueError("kind must be sd15 or sdxl, got %r" % (kind,))
