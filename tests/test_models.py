@@ -304,7 +304,10 @@ def test_tiny_model_loads_and_runs(tiny_files, kind):
 
 @pytest.mark.parametrize("kind", ["sd15", "sdxl"])
 def test_diffusers_folder_loads_the_same_weights(tmp_path, tiny_files, kind):
-    folder = write_tiny_diffusers_folder(str(tmp_path / kind), kind)
+    folder = write_tiny_diffusers_folder(str(tmp_path / kind), kind, legacy_vae_names=(kind == "sd15"))
+    if kind == "sd15":
+        assert "encoder.mid_block.attentions.0.query.weight" in read_header(
+            os.path.join(folder, "vae", "diffusion_pytorch_model.safetensors")).tensors
     from_folder = load_base_model(folder, model_type=kind)
     from_file = load_base_model(tiny_files[kind])
     assert from_folder.kind == kind and from_folder.prediction_type == "epsilon"
@@ -525,6 +528,9 @@ def test_every_kohya_key_lands_on_an_original_weight(meta_models, kind):
             assert shape[:2] == tuple(weight.shape[:2]), target.key
         assert keymap.kohya_key_to_module_path(target.key, kind) == (target.component, target.module_path)
     if kind == "sdxl":
+        assert km.lookup("lora_te2_text_model_encoder_layers_3_self_attn_v_proj").comfy_key == \
+            "clip_g.transformer.text_model.encoder.layers.3.self_attn.v_proj.weight"
+        assert km.lookup("lora_unet_output_blocks_2_2_conv").comfy_key == "diffusion_model.output_blocks.2.2.conv.weight"
         assert keymap.kohya_key_to_original("lora_te2_text_model_encoder_layers_3_self_attn_v_proj", kind) == (
             "conditioner.embedders.1.model.transformer.resblocks.3.attn.in_proj_weight", (2560, 3840))
         assert keymap.kohya_key_to_original("lora_te2_text_model_encoder_layers_3_mlp_fc2", kind) == (
@@ -532,6 +538,8 @@ def test_every_kohya_key_lands_on_an_original_weight(meta_models, kind):
         assert keymap.kohya_key_to_original("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q", kind) == (
             "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight", None)
     else:
+        assert km.lookup("lora_te_text_model_encoder_layers_0_mlp_fc1").comfy_key == \
+            "clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.weight"
         assert keymap.kohya_key_to_original("lora_unet_down_blocks_1_attentions_1_proj_out", kind) == (
             "model.diffusion_model.input_blocks.5.1.proj_out.weight", None)
         assert keymap.kohya_key_to_original("lora_unet_up_blocks_0_upsamplers_0_conv", kind) == (

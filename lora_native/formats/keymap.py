@@ -19,7 +19,10 @@ ComfyUI comfy/lora.py)*:
   (`diffusion_model.<ldm path>`, `text_encoders.clip_l.transformer.<hf path>`, `clip_g` for
   SDXL's second) and diffusers / PEFT names (`unet.<diffusers path>`, `text_encoder.<hf path>`,
   `text_encoder_2.<hf path>`, the old `...attn1.processor.to_q_lora` form).
-- On original-layout weights (what A1111 and ComfyUI hold in memory) a kohya key lands on
+- ComfyUI holds the UNet as `diffusion_model.<ldm path>` and the text encoders in the
+  transformers layout as `clip_l.transformer.text_model...` / `clip_g.transformer.text_model...`
+  (KeyEntry.comfy_key), whatever the checkpoint's layout.
+- On original-layout weights (the single file, and A1111's modules) a kohya key lands on
   `model.diffusion_model.<ldm path>.weight`, the CLIP-L keys on
   `cond_stage_model.transformer.text_model...` (SD1) / `conditioner.embedders.0.transformer...`
   (SDXL), and SDXL's `lora_te2_` keys on OpenCLIP's `conditioner.embedders.1.model.transformer.
@@ -74,6 +77,7 @@ class KeyEntry:
     kind: str
     original_key: str
     original_rows: Optional[tuple] = None
+    comfy_key: str = ""   # ComfyUI's in-memory weight: diffusion_model.<ldm>, clip_l/clip_g.transformer.<hf>
 
 
 def _module_kind(module):
@@ -166,7 +170,8 @@ class KeyMap:
             if ldm_path is None:
                 continue
             key = kohya_key(kind, "unet", path, unet_config)
-            self.entries[key] = KeyEntry(key, "unet", path, mkind, ldm.UNET_PREFIX + ldm_path + ".weight")
+            self.entries[key] = KeyEntry(key, "unet", path, mkind, ldm.UNET_PREFIX + ldm_path + ".weight",
+                                         comfy_key="diffusion_model." + ldm_path + ".weight")
             for alias in ("lora_unet_" + path.replace(".", "_"), "lora_unet_" + ldm_path.replace(".", "_"),
                           "lycoris_" + path.replace(".", "_"), "diffusion_model." + ldm_path, "unet." + path, path):
                 self.aliases.setdefault(alias, key)
@@ -186,8 +191,9 @@ class KeyMap:
                 if row is not None:
                     width = module.weight.shape[0]
                     rows = (row * width, (row + 1) * width)
-                self.entries[key] = KeyEntry(key, component, path, "linear", original, rows)
                 comfy = "clip_g" if component == "te2" else "clip_l"
+                self.entries[key] = KeyEntry(key, component, path, "linear", original, rows,
+                                             "%s.transformer.%s.weight" % (comfy, hf))
                 names = [name + "." + hf, "text_encoders.%s.transformer.%s" % (comfy, hf)]
                 if kind == "sd15":
                     names.append("lora_te1_" + hf.replace(".", "_"))

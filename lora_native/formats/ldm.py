@@ -60,6 +60,18 @@ _IGNORED = re.compile(
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
+_LEGACY_VAE_ATTENTION = re.compile(r"(mid_block\.attentions\.0\.)(query|key|value|proj_attn)\.")
+_LEGACY_VAE_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def modern_diffusers_key(component, key):
+    """A diffusers key under today's names: VAE folders saved before diffusers 0.14 (many
+    SD1.5 downloads) name the mid-block attention query/key/value/proj_attn."""
+    if component == "vae":
+        return _LEGACY_VAE_ATTENTION.sub(lambda m: m.group(1) + _LEGACY_VAE_NAMES[m.group(2)] + ".", key)
+    return key
+
+
 def is_ignored_key(key):
     """True for the extras of real files that are no weights of ours (DDPM buffers, EMA, ...)."""
     return bool(_IGNORED.search(key))

@@ -441,9 +441,8 @@ def _load_folder(info, arch, dtype, device):
         for file in _weight_files(info.path, component):
             with safe_open(file, framework="pt", device="cpu") as f:
                 for key in f.keys():
-                    state[key] = _cast(f.get_tensor(key), dtype, device)
-        if component.startswith("text_encoder"):
-            state = {k: v for k, v in state.items() if not ldm.is_ignored_key(k)}
+                    if not ldm.is_ignored_key(key):  # old transformers saved position_ids
+                        state[ldm.modern_diffusers_key(component, key)] = _cast(f.get_tensor(key), dtype, device)
         _load_into(module, state, component, info.path)
         del state
     return modules, [], []

@@ -24,9 +24,13 @@ def tiny_modules(kind, seed=0):
         return build_components(tiny_architecture(kind), "cpu")
 
 
-def write_tiny_diffusers_folder(folder, kind="sd15", seed=0):
+_LEGACY_VAE = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+
+
+def write_tiny_diffusers_folder(folder, kind="sd15", seed=0, legacy_vae_names=False):
     """A diffusers-layout folder of the tiny model (the weights make_tiny_model writes), the way
-    diffusers saves one: text-encoder keys under `text_model.` whatever transformers builds."""
+    diffusers saves one: text-encoder keys under `text_model.` whatever transformers builds;
+    legacy_vae_names: the VAE attention named as before diffusers 0.14 (query, key, value, proj_attn)."""
     from safetensors.torch import save_file
 
     arch = tiny_architecture(kind)
@@ -45,6 +49,9 @@ def write_tiny_diffusers_folder(folder, kind="sd15", seed=0):
         else:
             file = "diffusion_pytorch_model.safetensors"
             index[name] = ["diffusers", config["_class_name"]]
+            if name == "vae" and legacy_vae_names:
+                for new, old in _LEGACY_VAE.items():
+                    state = {k.replace("attentions.0.%s." % new, "attentions.0.%s." % old): v for k, v in state.items()}
         with open(os.path.join(folder, name, "config.json"), "w") as f:
             json.dump(config, f)
         save_file(state, os.path.join(folder, name, file))
