@@ -178,6 +178,14 @@ def _refuse_pickle(path):
         % (display_path(path), os.path.splitext(path)[1] or "no extension"), path)
 
 
+def _unsupported(path, what):
+    return ModelError("%s is %s: lora-native trains SD1.5 and SDXL only" % (display_path(path), what), path)
+
+
+def _refiner(path):
+    return ModelError("%s is the SDXL refiner: LoRAs are trained on the SDXL base model" % display_path(path), path)
+
+
 def _is_lora(keys, metadata):
     if any(k.startswith("ss_network") for k in metadata):
         return True
@@ -212,9 +220,9 @@ def _classify_header(header):
         _check_complete(header, kind)
         return kind, arch
     if any("double_blocks." in k for k in keys):
-        raise ModelError("%s is a Flux model: lora-native trains SD1.5 and SDXL only" % shown, path)
+        raise _unsupported(path, "a Flux model")
     if any("joint_blocks." in k for k in keys):
-        raise ModelError("%s is a Stable Diffusion 3 model: lora-native trains SD1.5 and SDXL only" % shown, path)
+        raise _unsupported(path, "a Stable Diffusion 3 model")
     if _UNET_CONV_IN not in keys:
         if "conv_in.weight" in keys and "time_embedding.linear_1.weight" in keys:
             what = "a UNet alone in the diffusers layout (no text encoder, no VAE)"
@@ -231,18 +239,17 @@ def _classify_header(header):
     context = keys[to_k][1][1] if to_k else None
     label = keys.get(ldm.UNET_PREFIX + "label_emb.0.0.weight")
     if any(k.startswith("cond_stage_model.model.") for k in keys) or context == 1024:
-        raise ModelError("%s is a Stable Diffusion 2.x (v2) checkpoint (OpenCLIP ViT-H text encoder, 1024-wide "
-                         "cross-attention): lora-native trains SD1.5 and SDXL only" % shown, path)
+        raise _unsupported(path, "a Stable Diffusion 2.x (v2) checkpoint (OpenCLIP ViT-H text encoder, 1024-wide cross-attention)")
     if label is not None:
         if context == 1280 or label[1][1] == 2560 or any(k.startswith("conditioner.embedders.0.model.") for k in keys):
-            raise ModelError("%s is the SDXL refiner: LoRAs are trained on the SDXL base model" % shown, path)
+            raise _refiner(path)
         kind = "sdxl"
         if context not in (None, 2048):
             raise ModelError("%s: an SDXL-like UNet with %d-wide cross-attention is not SDXL base" % (shown, context), path)
     elif context == 768:
         kind = "sd15"
     else:
-        raise ModelError("%s: unknown UNet (cross-attention width %s): not SD1.5 or SDXL" % (shown, context), path)
+        raise _unsupported(path, "a model with an unknown UNet (cross-attention width %s)" % context)
     if in_channels != 4:
         what = {9: "an inpainting model", 8: "an instruct-pix2pix model"}.get(in_channels, "a model with %d input channels" % in_channels)
         raise ModelError("%s is %s: LoRA training needs the plain %s model (4 latent input channels)"
@@ -280,7 +287,7 @@ def _inspect_folder(path):
     for word, name in (("Flux", "a Flux"), ("StableDiffusion3", "a Stable Diffusion 3"), ("Cascade", "a Stable Cascade"),
                        ("PixArt", "a PixArt"), ("Kandinsky", "a Kandinsky")):
         if word in cls:
-            raise ModelError("%s is %s model (%s): lora-native trains SD1.5 and SDXL only" % (shown, name, cls), path)
+            raise _unsupported(path, "%s model (%s)" % (name, cls))
     unet_config_path = os.path.join(path, "unet", "config.json")
     if not os.path.isfile(unet_config_path):
         own = os.path.join(path, "config.json")
@@ -294,13 +301,13 @@ def _inspect_folder(path):
     if unet.get("addition_embed_type") == "text_time":
         if context == 1280 or not os.path.isdir(os.path.join(path, "text_encoder")) and os.path.isdir(
                 os.path.join(path, "text_encoder_2")):
-            raise ModelError("%s is the SDXL refiner: LoRAs are trained on the SDXL base model" % shown, path)
+            raise _refiner(path)
         kind = "sdxl"
     elif context == 1024:
-        raise ModelError("%s is a Stable Diffusion 2.x (v2) model: lora-native trains SD1.5 and SDXL only" % shown, path)
+        raise _unsupported(path, "a Stable Diffusion 2.x (v2) model")
     elif unet.get("addition_embed_type") or unet.get("class_embed_type"):
-        raise ModelError("%s: a UNet with %s embeddings is not SD1.5 or SDXL" % (
-            shown, unet.get("addition_embed_type") or unet.get("class_embed_type")), path)
+        raise _unsupported(path, "a model whose UNet has %s embeddings" % (
+            unet.get("addition_embed_type") or unet.get("class_embed_type")))
     else:
         kind = "sd15"
     if in_channels != 4:
