@@ -84,7 +84,6 @@ _RESNET_UNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "out_layers.0": 
 _RESNET_VAE = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2",
                "nin_shortcut": "conv_shortcut"}
 _ATTN_VAE = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-_ANY = None  # the rest of the name is the same on both sides
 
 
 @dataclass(frozen=True)
@@ -295,22 +294,19 @@ class _OpenClipCodec:
         return "transformer.resblocks.%s.%s.%s" % (layer, back[part], kind), (diffusers_key,), "copy"
 
 
-def _codecs(kind, architecture):
-    """[(component, original prefix, codec)] for a kind."""
-    out = [("unet", UNET_PREFIX, _TableCodec("unet", architecture["unet"])),
-           ("vae", VAE_PREFIX, _TableCodec("vae", architecture["vae"])),
-           ("text_encoder", CLIP_L_PREFIX[kind], _ClipCodec())]
-    if kind == "sdxl":
-        out.append(("text_encoder_2", OPEN_CLIP_G_PREFIX, _OpenClipCodec()))
-    return out
-
-
 def component_prefixes(kind):
     """{component: original-layout key prefix} for a kind."""
     out = {"unet": UNET_PREFIX, "vae": VAE_PREFIX, "text_encoder": CLIP_L_PREFIX[kind]}
     if kind == "sdxl":
         out["text_encoder_2"] = OPEN_CLIP_G_PREFIX
     return out
+
+
+def _codecs(kind, architecture):
+    """[(component, original prefix, codec)] for a kind."""
+    codecs = {"unet": _TableCodec("unet", architecture["unet"]), "vae": _TableCodec("vae", architecture["vae"]),
+              "text_encoder": _ClipCodec(), "text_encoder_2": _OpenClipCodec()}
+    return [(c, prefix, codecs[c]) for c, prefix in component_prefixes(kind).items()]
 
 
 # ---------------------------------------------------------------- plans

@@ -261,9 +261,7 @@ def _classify_header(header):
 def _check_complete(header, kind):
     """A checkpoint must hold every component: pruned / UNet-only files are refused by name."""
     path, keys, shown = header.path, header.tensors, display_path(header.path)
-    expected = {"text_encoder": ldm.CLIP_L_PREFIX[kind]}
-    if kind == "sdxl":
-        expected["text_encoder_2"] = ldm.OPEN_CLIP_G_PREFIX
+    expected = {c: p for c, p in ldm.component_prefixes(kind).items() if c.startswith("text_encoder")}
     missing = [name for name, prefix in expected.items() if not any(k.startswith(prefix) for k in keys)]
     if missing:
         raise ModelError("this file has no text encoder: %s holds no %s (a pruned or UNet-only checkpoint); "
