@@ -19,7 +19,7 @@ from lora_native.formats import keymap, ldm  # noqa: E402
 from lora_native.formats.header import read_header  # noqa: E402
 from lora_native.train import tokenizer as tk  # noqa: E402
 from lora_native.train.model import detect_model_type, load_base_model  # noqa: E402
-from lora_native.train.tiny import TINY_TOKENIZER_DIR, learn_bpe, TINY_CORPUS, TINY_MERGES  # noqa: E402
+from lora_native.train.tiny import TINY_TOKENIZER_DIR, learn_bpe, TINY_CORPUS, TINY_MERGES, tiny_vocab_size  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -349,7 +349,7 @@ def test_loading_fails_fast_without_a_tokenizer(tmp_path, tiny_files, monkeypatc
         load_base_model(str(lonely))
     assert load_base_model(str(lonely), tokenizer_path=TINY_TOKENIZER_DIR).kind == "sd15"
     bpe = write_bpe_file(str(tmp_path / "bpe.txt.gz"))
-    with pytest.raises(ModelError, match="49408 tokens but its text_encoder expects 809"):
+    with pytest.raises(ModelError, match="49408 tokens but its text_encoder expects %d" % tiny_vocab_size()):
         load_base_model(str(lonely), tokenizer_path=bpe)
 
 
@@ -402,6 +402,19 @@ def test_tokenizer_pads_to_77_whatever_the_folder_declares(tmp_path):
     tok = tk.load_clip_tokenizer(str(folder))
     assert tok.model_max_length == 77
     assert tk.tokenize(tok, "sks " * 500).shape == (1, 77)
+
+
+def test_tokenizer_from_a_tokenizer_json(tmp_path):
+    saved = tmp_path / "saved"
+    tk.load_clip_tokenizer(TINY_TOKENIZER_DIR).save_pretrained(str(saved))
+    if not (saved / "tokenizer.json").is_file():
+        pytest.skip("this transformers saves no tokenizer.json")
+    lonely = tmp_path / "clip-tokenizer.json"
+    lonely.write_bytes((saved / "tokenizer.json").read_bytes())
+    for source in (str(lonely), str(saved / "tokenizer.json")):
+        tok = tk.load_clip_tokenizer(source)
+        assert len(tok) == tiny_vocab_size() and tok.convert_ids_to_tokens(tk.tokenize(tok, "sks style")[0, :4].tolist()) == [
+            "<|startoftext|>", "sks</w>", "style</w>", "<|endoftext|>"]
 
 
 def test_old_tokenizer_constructor_trap_is_avoided():
