@@ -47,3 +47,11 @@ class ConfigError(LoraNativeError):
         if self.line is not None:
             where += ":%d:%d" % (self.line, self.column or 0)
         return "%s: %s%s" % (where, self.key + ": " if self.key else "", self.problem)
+
+
+class ModelError(LoraNativeError):
+    """A base model (file or folder) or a tokenizer cannot be used; carries the path."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path

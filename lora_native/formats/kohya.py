@@ -101,18 +101,3 @@ def build_metadata(cfg, kind, *, rank, alpha, steps, epoch, num_images, started_
     if cfg.v_parameterization:
         meta["modelspec.prediction_type"] = "v"
     return meta
-
-
-def read_header(path):
-    """(tensor info {name: (dtype, shape)}, metadata) from a safetensors header, no weights read."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError("%s is not a safetensors file (too short)" % path)
-        n = int.from_bytes(head, "little")
-        if n <= 0 or n > 100 * 2 ** 20:
-            raise ValueError("%s is not a safetensors file (header length %d)" % (path, n))
-        header = json.loads(f.read(n))
-    meta = header.pop("__metadata__", {}) or {}
-    return {k: (v["dtype"], tuple(v["shape"])) for k, v in header.items()}, meta
-

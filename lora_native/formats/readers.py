@@ -3,7 +3,7 @@ kohya (and LoCon), ComfyUI-native, diffusers/PEFT, and LyCORIS variants we only 
 import re
 from dataclasses import dataclass, field
 
-from .kohya import read_header
+from .header import read_header
 
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 _KOHYA_RE = re.compile(r"^(lora_(?:unet|te|te1|te2)_[A-Za-z0-9_]+)\.(lora_down\.weight|lora_up\.weight|alpha)$")
@@ -63,7 +63,8 @@ def _kind(shape):
 
 def describe(path):
     """LoraFileInfo for a .safetensors LoRA file."""
-    tensors, meta = read_header(path)
+    header = read_header(path)
+    tensors, meta = header.tensors, header.metadata
     names = list(tensors)
     if any(n.split(".")[-2] in _LYCORIS_SUFFIXES or n.split(".")[-1] in _LYCORIS_SUFFIXES for n in names
            if "." in n):

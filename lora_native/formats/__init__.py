@@ -1,0 +1,1 @@
+"""File formats: original (LDM) checkpoint layout, safetensors headers, and the one LoRA key map."""
