@@ -283,7 +283,6 @@ class _Trainer:
         cfg = self.cfg
         folder = os.path.join(cfg.output_dir, "cache", "latents") if cfg.cache_latents_to_disk else None
         cache = train_data.LatentCache(folder)
-        vae = self.base.vae
 
         def encode(pixels):
             with torch.no_grad():

@@ -94,14 +94,15 @@ def tiny_architecture(kind):
     vocab = tiny_vocab_size()
     arch["vae"].update(block_out_channels=[16, 32, 32, 32], layers_per_block=1, norm_num_groups=8, sample_size=64)
     unet = arch["unet"]
-    unet.update(layers_per_block=1, norm_num_groups=8, sample_size=8)
+    # Two resnets per block, as the real models have: LoRA key names carry the real block indices.
+    unet.update(layers_per_block=2, norm_num_groups=8, sample_size=8)
     arch["text_encoder"] = _text_encoder(vocab, "quick_gelu", "CLIPTextModel", 32)
     if kind == "sd15":
-        unet.update(block_out_channels=[32, 32, 64, 64], attention_head_dim=2, cross_attention_dim=32)
+        unet.update(block_out_channels=[16, 32, 64, 64], attention_head_dim=2, cross_attention_dim=32)
     else:
         arch["text_encoder_2"] = _text_encoder(vocab, "gelu", "CLIPTextModelWithProjection", 32)
         time_dim = 8
-        unet.update(block_out_channels=[32, 64, 64], attention_head_dim=[2, 4, 4], transformer_layers_per_block=[1, 1, 2],
+        unet.update(block_out_channels=[16, 32, 64], attention_head_dim=[2, 4, 4], transformer_layers_per_block=[1, 1, 2],
                     cross_attention_dim=32 + 32, addition_time_embed_dim=time_dim, addition_embed_type_num_heads=4,
                     projection_class_embeddings_input_dim=32 + 6 * time_dim)
     arch["kind"] = kind
