@@ -13,6 +13,7 @@
 
 #include "ln_common.h"
 #include "ln_decode.h"
+#include "ln_geometry.h"
 #include "ln_image.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
@@ -54,6 +55,10 @@ int ln_py_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int draft,
                       ln_decode_opts *opts);
 /* The decode record as a dict: format, reason, message, notes, width/height as stored, ... */
 PyObject *ln_py_decode_info_dict(const ln_decode_info *info);
+
+/* A plan dict as plan_crop/plan_bucket/plan_pad return it ({"out_size", "box"[, "inner_size", "offset"]})
+ * -> ln_plan; -1 with an exception set. */
+int ln_py_plan_from_dict(PyObject *d, ln_plan *p);
 
 /* Per-area registration: each glue file adds its functions to the module. */
 int ln_py_register_info(PyObject *m);
