@@ -1,5 +1,6 @@
 """lora_native.train.data / cache: scanning, buckets, deterministic batches, captions, loading, latent cache."""
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -173,7 +174,7 @@ def test_buckets_are_the_native_ones(kohya):
     for s, (size, plan) in zip(samples, fixed):
         assert size == (512, 512) and plan == _native.plan_crop((s.width, s.height), (512, 512))
     # no upscale: an image smaller than one step cannot be placed
-    small = samples[0].__class__(**{**samples[0].__dict__, "width": 40, "height": 40})
+    small = dataclasses.replace(samples[0], width=40, height=40)
     warnings = []
     out = assign_buckets([small, samples[0]], 512, enable_bucket=True, bucket_no_upscale=True, warnings=warnings)
     assert out[0] is None and out[1] is not None and "smaller than one bucket step" in warnings[0]

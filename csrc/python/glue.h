@@ -22,6 +22,9 @@ PyObject *ln_py_raise(PyObject *module, const ln_error *err);
 /* lora_native.errors.NativeError, held in the module state. */
 PyObject *ln_py_native_error(PyObject *module);
 
+/* The outcome of a batch of per-file jobs: a list of None (status LN_OK) or the job's error
+ * message, in job order; MemoryError (NULL) when a job ran out of memory. */
+PyObject *ln_py_job_messages(const int *status, const ln_error *errors, Py_ssize_t n);
 /* threads= argument: None or int >= 0 (0 = all cores). */
 int ln_py_threads_arg(PyObject *obj, int *out);
 

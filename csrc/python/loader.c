@@ -29,28 +29,6 @@ static int parse_job(PyObject *item, Py_ssize_t i, ln_py_paths *paths, ln_load_j
     return 0;
 }
 
-/* list of None | message, in job order; MemoryError when a slot ran out of memory. */
-static PyObject *error_list(const int *status, const ln_error *errors, Py_ssize_t n)
-{
-    PyObject *out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        PyObject *item;
-        if (status[i] == LN_ERR_NOMEM) {
-            Py_CLEAR(out);
-            return PyErr_NoMemory();
-        }
-        if (status[i] == LN_OK) {
-            Py_INCREF(Py_None);
-            item = Py_None;
-        } else if (!(item = PyUnicode_DecodeUTF8(errors[i].msg, (Py_ssize_t)strlen(errors[i].msg), "replace"))) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
-    return out;
-}
-
 static PyObject *py_load_images(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"jobs", "threads", "max_pixels", NULL};
@@ -114,7 +92,7 @@ static PyObject *py_load_images(PyObject *self, PyObject *args, PyObject *kwargs
         ln_py_raise(self, &err);
         goto done;
     }
-    PyObject *messages = error_list(status, errors, n);
+    PyObject *messages = ln_py_job_messages(status, errors, n);
     if (messages)
         result = Py_BuildValue("(ON)", pixels, messages);
 done:

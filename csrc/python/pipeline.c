@@ -420,26 +420,7 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
         ln_py_raise(self, &err);
         goto done;
     }
-    out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        PyObject *item;
-        if (status[i] == LN_ERR_NOMEM) {
-            Py_CLEAR(out);
-            PyErr_NoMemory();
-            break;
-        }
-        if (status[i] == LN_OK) {
-            Py_INCREF(Py_None);
-            item = Py_None;
-        } else {
-            item = PyUnicode_DecodeUTF8(errors[i].msg, (Py_ssize_t)strlen(errors[i].msg), "replace");
-            if (!item) {
-                Py_CLEAR(out);
-                break;
-            }
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
+    out = ln_py_job_messages(status, errors, n);
 done:
     free(jobs);
     free(status);
