@@ -7,8 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 from builders.dataset import _save, textured
 from builders.files import encode, jpeg_with_exif, rgb_image
@@ -18,6 +16,8 @@ from lora_native.errors import DatasetError, UsageError
 from lora_native.train.cache import LatentCache
 from lora_native.train.data import (assign_buckets, batch_rng, draw_augmentations, epoch_batches, load_batch,
                                     load_jobs, permutation, process_caption, scan_dataset)
+
+torch = pytest.importorskip("torch")  # the `train` extra; scanning itself does not import it
 
 
 def _image(path, seed, size, fmt="PNG", caption=None, caption_ext=".txt", **kw):

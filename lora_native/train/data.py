@@ -17,7 +17,7 @@ releases), not Generator.shuffle, whose algorithm NumPy may change.
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -102,8 +102,9 @@ def scan_dataset(train_data_dir, metadata_path=None, caption_extension=".txt", t
     Layouts: a folder with `metadata.csv` (filename,prompt, as `lora-native clean` writes; or
     `metadata_path`, file names relative to train_data_dir) uses every image below the folder;
     kohya folders `<dir>/<N>_<concept>/` and their subfolders (N repeats; images elsewhere are
-    ignored with a warning; N = 0 leaves a folder out); otherwise every image below the folder, repeats 1. Inside a `<N>_<concept>`
-    folder the repeats apply in the metadata layout too (a cleaned kohya folder keeps them).
+    ignored with a warning; N = 0 leaves a folder out); otherwise every image below the folder,
+    repeats 1. Inside a `<N>_<concept>` folder the repeats apply in the metadata layout too (a
+    cleaned kohya folder keeps them).
     Captions: metadata.csv, else the caption file (`caption_extension`), else, in a kohya
     folder, the concept name (sd-scripts' class tokens), else empty; `trigger_word` is
     prepended when the caption does not start with it. Files are checked from their headers
@@ -142,13 +143,12 @@ def scan_dataset(train_data_dir, metadata_path=None, caption_extension=".txt", t
 
     captions = read_captions(root, rels, caption_extension, warnings, metadata_path=metadata_path)
     analyses = _analyze_headers([os.path.join(root, r) for r in rels], threads, max_pixels)
-    samples, unusable, bad, from_concept, uncaptioned = [], 0, [], [], []
+    samples, bad, from_concept, uncaptioned = [], [], [], []
     default_folder = os.path.basename(root.rstrip(os.sep)) or root
     for rel, a in zip(rels, analyses):
         path = os.path.join(root, rel)
         info = a["info"]
         if a["error"] or info["reason"] != "ok":
-            unusable += 1
             bad.append(display_path(path))
             warnings.append("%s: skipped: %s (%s)" % (display_path(path), a["error"] or info["message"],
                                                        a["error"] and "internal_error" or info["reason"]))
@@ -168,12 +168,12 @@ def scan_dataset(train_data_dir, metadata_path=None, caption_extension=".txt", t
         warnings.append("%d image(s) have no caption and use their folder's concept name instead (as sd-scripts "
                         "does): %s" % (len(from_concept), _first(from_concept)))
     if uncaptioned:
-        warnings.append("%d image(s) have no caption (no metadata.csv row, no %s file) and train with %s: %s"
-                        % (len(uncaptioned), caption_extension,
+        warnings.append("%d image(s) have no caption (no %s file%s) and train with %s: %s"
+                        % (len(uncaptioned), caption_extension, ", no metadata.csv row" if metadata_path else "",
                            "only the trigger word" if trigger_word else "an empty caption", _first(uncaptioned)))
     if not samples:
         where = "in <repeats>_<concept> folders of %s" if layout == "kohya" else "in %s and its subfolders"
-        detail = "; %d file(s) were found but cannot be used, e.g. %s" % (unusable, bad[0]) if unusable else ""
+        detail = "; %d file(s) were found but cannot be used, e.g. %s" % (len(bad), bad[0]) if bad else ""
         raise DatasetError("no usable training images: looked for %s files %s%s"
                            % ("/".join(e[1:] for e in IMAGE_EXTENSIONS), where % display_path(root), detail), root)
     return DatasetScan(samples=tuple(samples), warnings=tuple(warnings), root=root, layout=layout)
