@@ -85,3 +85,48 @@ def with_trigger(caption, trigger):
     if head == [t.strip() for t in trigger.split(",")]:
         return caption  # already starts with the trigger (which may hold commas: "sks, woman")
     return trigger + (", " + caption if caption else "")
+
+
+def read_captions(root, rels, caption_extension, warnings, metadata_path=None):
+    """Captions of the images `rels` (paths relative to `root`) -> {rel: (caption, source)}.
+
+    `metadata.csv` first (`metadata_path`, default `root/metadata.csv`; its file names are
+    relative to `root`), then the caption file beside the image (`caption_extension`); source is
+    "metadata.csv", the extension, or None when the image has no caption (caption ""). Problems
+    that must not stop a run go to `warnings`: names in the CSV that are not images of the folder,
+    an unreadable caption file, and images without a caption of the configured extension that have
+    one of another (users lose hours to .caption vs .txt)."""
+    from_csv = {}
+    csv_path = metadata_path if metadata_path is not None else os.path.join(root, "metadata.csv")
+    if os.path.isfile(csv_path):
+        from_csv = read_metadata_csv(csv_path)
+        known = {os.path.normpath(r) for r in rels}
+        missing = [n for n in from_csv if n not in known]
+        if missing:
+            warnings.append("%s names %d file(s) that are not in the folder, e.g. %s"
+                            % (os.path.basename(csv_path), len(missing), missing[0]))
+    captions, other_ext = {}, {}
+    for rel in rels:
+        key = os.path.normpath(rel)
+        if key in from_csv:
+            captions[rel] = (from_csv[key], "metadata.csv")
+            continue
+        base = os.path.splitext(os.path.join(root, rel))[0]
+        try:
+            text = read_caption_file(base + caption_extension)
+        except DatasetError as e:  # one unreadable caption must not stop the run
+            warnings.append("%s; the image is used without a caption" % e)
+            text = None
+        if text is not None:
+            captions[rel] = (text, caption_extension)
+            continue
+        for other in OTHER_CAPTION_EXTENSIONS:
+            if other != caption_extension and os.path.isfile(base + other):
+                other_ext.setdefault(other, []).append(rel)
+        captions[rel] = ("", None)
+    for other, found in sorted(other_ext.items()):
+        warnings.append("%d image(s) have no %s caption but a %s file (e.g. %s): captions are read from %s files "
+                        "(set the caption extension to %s to use them)"
+                        % (len(found), caption_extension, other, display_path(os.path.splitext(found[0])[0] + other),
+                           caption_extension, other))
+    return captions

@@ -9,8 +9,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from . import _native
-from .captions import (OTHER_CAPTION_EXTENSIONS, format_metadata_csv, read_caption_file, read_metadata_csv,
-                       with_trigger)
+from .captions import OTHER_CAPTION_EXTENSIONS, format_metadata_csv, read_captions, with_trigger
 from .dedup import group_near_duplicates, hamming
 from .errors import DatasetError, UsageError
 from .fsutil import atomic_write_text, display_path, is_valid_utf8
@@ -143,43 +142,6 @@ def _output_names(rels, ext):
     return names
 
 
-def _read_captions(src, rels, caption_extension, warnings):
-    """rel -> (caption, source) from SRC/metadata.csv first, then caption files."""
-    from_csv = {}
-    csv_path = os.path.join(src, "metadata.csv")
-    if os.path.isfile(csv_path):
-        from_csv = read_metadata_csv(csv_path)
-        known = {os.path.normpath(r) for r in rels}
-        missing = [n for n in from_csv if n not in known]
-        if missing:
-            warnings.append("metadata.csv names %d file(s) that are not in the folder, e.g. %s"
-                            % (len(missing), missing[0]))
-    captions, other_ext = {}, {}
-    for rel in rels:
-        key = os.path.normpath(rel)
-        if key in from_csv:
-            captions[rel] = (from_csv[key], "metadata.csv")
-            continue
-        base = os.path.splitext(os.path.join(src, rel))[0]
-        try:
-            text = read_caption_file(base + caption_extension)
-        except DatasetError as e:  # one unreadable caption must not stop the run
-            warnings.append("%s; the image is used without a caption" % e)
-            text = None
-        if text is not None:
-            captions[rel] = (text, caption_extension)
-            continue
-        for other in OTHER_CAPTION_EXTENSIONS:
-            if other != caption_extension and os.path.isfile(base + other):
-                other_ext[other] = other_ext.get(other, 0) + 1
-        captions[rel] = ("", None)
-    for other, count in sorted(other_ext.items()):
-        warnings.append("%d image(s) have no %s caption but a %s file: captions are read from %s files "
-                        "(set the caption extension to %s to use them)"
-                        % (count, caption_extension, other, caption_extension, other))
-    return captions
-
-
 def _analyze(src, rels, o, progress):
     results = []
     paths = [os.path.join(src, r) for r in rels]
@@ -192,15 +154,22 @@ def _analyze(src, rels, o, progress):
     return results
 
 
-def _plan(o, size, buckets):
-    if o.bucket:
-        area = o.resolution[0] * o.resolution[1]
-        bucket, resized = _native.bucket_select(size, buckets, no_upscale=o.bucket_no_upscale,
-                                                max_area=area, step=o.bucket_step)
+def plan_image(size, resolution, buckets=None, no_upscale=False, step=64, fit="crop"):
+    """The plan for an image of `size` (w, h after EXIF orientation): with `buckets` (from
+    _native.bucket_resolutions) the sd-scripts bucket of the area of `resolution` (w, h), else
+    `resolution` itself by cover + center crop (`fit="crop"`) or fit + white padding ("pad").
+    ValueError when the image cannot be placed (smaller than one bucket step with no_upscale)."""
+    if buckets is not None:
+        area = resolution[0] * resolution[1]
+        bucket, resized = _native.bucket_select(size, buckets, no_upscale=no_upscale, max_area=area, step=step)
         return _native.plan_bucket(size, bucket, resized)
-    if o.fit == "pad":
-        return _native.plan_pad(size, o.resolution)
-    return _native.plan_crop(size, o.resolution)
+    if fit == "pad":
+        return _native.plan_pad(size, resolution)
+    return _native.plan_crop(size, resolution)
+
+
+def _plan(o, size, buckets):
+    return plan_image(size, o.resolution, buckets if o.bucket else None, o.bucket_no_upscale, o.bucket_step, o.fit)
 
 
 def _choose_kept(members, items, keep):
@@ -348,7 +317,7 @@ def clean(src, out, progress=None, **options):
         warnings.append("%d file(s) that are neither images nor captions were skipped" % skipped)
     if not rels:
         warnings.append("no images found in %s" % display_path(src))
-    captions = _read_captions(src, rels, o.caption_extension, warnings)
+    captions = read_captions(src, rels, o.caption_extension, warnings)
 
     analyses = _analyze(src, rels, o, progress)
     items = []
@@ -445,4 +414,5 @@ def _export(src, out, kept, o, progress):
             progress("export", min(start + CHUNK, len(jobs)), len(jobs))
 
 
-__all__ = ["clean", "CleanOptions", "QualityThresholds", "list_images", "parse_resolution", "IMAGE_EXTENSIONS"]
+__all__ = ["clean", "CleanOptions", "QualityThresholds", "list_images", "parse_resolution", "plan_image",
+           "IMAGE_EXTENSIONS"]

@@ -66,8 +66,15 @@ void ln_analyze_file(const char *path, const ln_analyze_opts *opts, ln_analysis 
         out->file_hash = ln_xxh64(bytes, len, 0);
         free(bytes);
     }
-    if (!img.data)
-        return; /* a reason was recorded */
+    if (!img.data) {
+        /* A header-only pass: the size the decode will have, for planning without pixels. */
+        if (opts->decode.header_only && out->info.reason == LN_REASON_OK) {
+            int swap = opts->decode.apply_orientation && out->info.orientation >= 5;
+            out->width = swap ? out->info.height : out->info.width;
+            out->height = swap ? out->info.width : out->info.height;
+        }
+        return; /* or a reason was recorded */
+    }
     out->decoded = 1;
     out->width = img.width;
     out->height = img.height;

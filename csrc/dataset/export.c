@@ -14,27 +14,26 @@ void ln_export_opts_init(ln_export_opts *opts)
     opts->quality = 95;
 }
 
-int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, const ln_settings *settings, ln_image *out,
-                  ln_error *err)
+int ln_apply_plan_into(const ln_image *rgb, const ln_plan *plan, const ln_settings *settings, ln_image *out,
+                       ln_error *err)
 {
     /* Written as subtractions: offset + inner could overflow int. */
     if (plan->inner_width <= 0 || plan->inner_height <= 0 || plan->out_width < plan->inner_width ||
         plan->out_height < plan->inner_height || plan->offset_x < 0 || plan->offset_y < 0 ||
         plan->offset_x > plan->out_width - plan->inner_width || plan->offset_y > plan->out_height - plan->inner_height)
         return ln_fail(err, LN_ERR_ARG, "malformed resize plan");
-    int rc = ln_image_alloc(out, plan->out_width, plan->out_height, rgb->channels, err);
-    if (rc != LN_OK)
-        return rc;
-    if (plan->inner_width == plan->out_width && plan->inner_height == plan->out_height) {
-        rc = ln_resample(rgb, out, plan->box, LN_FILTER_LANCZOS, settings, err);
-        if (rc != LN_OK)
-            ln_image_free(out);
-        return rc;
-    }
+    if (!out->data || out->width != plan->out_width || out->height != plan->out_height ||
+        out->channels != rgb->channels)
+        return ln_fail(err, LN_ERR_ARG, "plan output is %dx%d, the destination %dx%dx%d", plan->out_width,
+                       plan->out_height, out->width, out->height, out->channels);
+    if (plan->inner_width == plan->out_width && plan->inner_height == plan->out_height)
+        return ln_resample(rgb, out, plan->box, LN_FILTER_LANCZOS, settings, err);
     /* Padding: white canvas, the resampled region pasted at its offset. */
-    memset(out->data, 255, out->stride * (size_t)out->height);
+    size_t out_row = (size_t)out->width * (size_t)out->channels;
+    for (int y = 0; y < out->height; y++)
+        memset(out->data + (size_t)y * out->stride, 255, out_row);
     ln_image inner;
-    rc = ln_image_alloc(&inner, plan->inner_width, plan->inner_height, rgb->channels, err);
+    int rc = ln_image_alloc(&inner, plan->inner_width, plan->inner_height, rgb->channels, err);
     if (rc == LN_OK)
         rc = ln_resample(rgb, &inner, plan->box, LN_FILTER_LANCZOS, settings, err);
     if (rc == LN_OK) {
@@ -44,6 +43,18 @@ int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, const ln_settings *s
                    inner.data + (size_t)y * inner.stride, row);
     }
     ln_image_free(&inner);
+    return rc;
+}
+
+int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, const ln_settings *settings, ln_image *out,
+                  ln_error *err)
+{
+    if (plan->out_width <= 0 || plan->out_height <= 0)
+        return ln_fail(err, LN_ERR_ARG, "malformed resize plan");
+    int rc = ln_image_alloc(out, plan->out_width, plan->out_height, rgb->channels, err);
+    if (rc != LN_OK)
+        return rc;
+    rc = ln_apply_plan_into(rgb, plan, settings, out, err);
     if (rc != LN_OK)
         ln_image_free(out);
     return rc;
@@ -52,26 +63,10 @@ int ln_apply_plan(const ln_image *rgb, const ln_plan *plan, const ln_settings *s
 int ln_export_file(const ln_export_job *job, const ln_export_opts *opts, ln_error *err)
 {
     ln_image img = {0}, resized = {0};
-    ln_decode_info info;
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    int rc = ln_decode_file_ex(job->src, &opts->decode, &img, &info, &bytes, &len, err);
+    int rc = ln_decode_unchanged(job->src, &opts->decode, job->expect_width, job->expect_height,
+                                 job->check_file_hash, job->expect_file_hash, "while cleaning", &img, err);
     if (rc != LN_OK)
         return rc;
-    uint64_t file_hash = bytes ? ln_xxh64(bytes, len, 0) : 0;
-    free(bytes);
-    if (!img.data)
-        return ln_fail(err, LN_ERR_FORMAT, "cannot decode %s any more: %s", job->src, info.message);
-    if (job->check_file_hash && file_hash != job->expect_file_hash) {
-        ln_image_free(&img);
-        return ln_fail(err, LN_ERR_FORMAT, "%s changed while cleaning (its content is not what was analyzed)",
-                       job->src);
-    }
-    if (img.width != job->expect_width || img.height != job->expect_height) {
-        ln_image_free(&img);
-        return ln_fail(err, LN_ERR_FORMAT, "%s changed while cleaning (now %dx%d, was %dx%d)", job->src, img.width,
-                       img.height, job->expect_width, job->expect_height);
-    }
     rc = ln_apply_plan(&img, &job->plan, &opts->settings, &resized, err);
     ln_image_free(&img);
     if (rc != LN_OK)

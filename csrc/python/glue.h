@@ -13,6 +13,7 @@
 
 #include "ln_common.h"
 #include "ln_decode.h"
+#include "ln_geometry.h"
 #include "ln_image.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
@@ -23,6 +24,9 @@ PyObject *ln_py_native_error(PyObject *module);
 /* lora_native.errors.ConfigError, held in the module state. */
 PyObject *ln_py_config_error(PyObject *module);
 
+/* The outcome of a batch of per-file jobs: a list of None (status LN_OK) or the job's error
+ * message, in job order; MemoryError (NULL) when a job ran out of memory. */
+PyObject *ln_py_job_messages(const int *status, const ln_error *errors, Py_ssize_t n);
 /* threads= argument: None or int >= 0 (0 = all cores). */
 int ln_py_threads_arg(PyObject *obj, int *out);
 
@@ -56,6 +60,10 @@ int ln_py_decode_opts(PyObject *max_pixels, const char *jpeg_decoder, int draft,
                       ln_decode_opts *opts);
 /* The decode record as a dict: format, reason, message, notes, width/height as stored, ... */
 PyObject *ln_py_decode_info_dict(const ln_decode_info *info);
+
+/* A plan dict as plan_crop/plan_bucket/plan_pad return it ({"out_size", "box"[, "inner_size", "offset"]})
+ * -> ln_plan; -1 with an exception set. */
+int ln_py_plan_from_dict(PyObject *d, ln_plan *p);
 
 /* Per-area registration: each glue file adds its functions to the module. */
 int ln_py_register_info(PyObject *m);

@@ -2,6 +2,8 @@
 #define LN_NO_IMPORT_ARRAY
 #include "glue.h"
 
+#include <string.h>
+
 typedef struct {
     PyObject *native_error;
     PyObject *config_error;
@@ -38,6 +40,27 @@ PyObject *ln_py_raise(PyObject *module, const ln_error *err)
         break;
     }
     return NULL;
+}
+
+PyObject *ln_py_job_messages(const int *status, const ln_error *errors, Py_ssize_t n)
+{
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *item;
+        if (status[i] == LN_ERR_NOMEM) {
+            Py_DECREF(out);
+            return PyErr_NoMemory();
+        }
+        if (status[i] == LN_OK) {
+            Py_INCREF(Py_None);
+            item = Py_None;
+        } else if (!(item = PyUnicode_DecodeUTF8(errors[i].msg, (Py_ssize_t)strlen(errors[i].msg), "replace"))) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
 }
 
 int ln_py_threads_arg(PyObject *obj, int *out)

@@ -90,18 +90,18 @@ done:
 static PyObject *py_analyze_files(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"paths", "threads", "max_pixels", "jpeg_decoder", "apply_orientation", "thumb_size",
-                             NULL};
+                             "header_only", NULL};
     PyObject *paths_obj, *threads_obj = Py_None, *max_pixels = Py_None;
     const char *jpeg_decoder = "libjpeg";
-    int apply_orientation = 1, thumb_size = 0, threads;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOspi:analyze_files", kwlist, &paths_obj, &threads_obj,
-                                     &max_pixels, &jpeg_decoder, &apply_orientation, &thumb_size))
+    int apply_orientation = 1, thumb_size = 0, header_only = 0, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOspip:analyze_files", kwlist, &paths_obj, &threads_obj,
+                                     &max_pixels, &jpeg_decoder, &apply_orientation, &thumb_size, &header_only))
         return NULL;
     ln_analyze_opts opts;
     ln_analyze_opts_init(&opts);
     ln_settings_from_env(&opts.settings);
     if (ln_py_threads_arg(threads_obj, &threads) < 0 ||
-        ln_py_decode_opts(max_pixels, jpeg_decoder, 0, apply_orientation, 0, &opts.decode) < 0)
+        ln_py_decode_opts(max_pixels, jpeg_decoder, 0, apply_orientation, header_only, &opts.decode) < 0)
         return NULL;
     if (thumb_size < 0 || thumb_size > LN_CHECKS_SIDE) {
         PyErr_Format(PyExc_ValueError, "thumb_size must be between 0 and %d", LN_CHECKS_SIDE);
@@ -180,7 +180,7 @@ static PyObject *plan_dict(const ln_plan *p)
                          p->inner_width, p->inner_height, "offset", p->offset_x, p->offset_y);
 }
 
-static int plan_from_dict(PyObject *d, ln_plan *p)
+int ln_py_plan_from_dict(PyObject *d, ln_plan *p)
 {
     if (!PyDict_Check(d)) {
         PyErr_SetString(PyExc_TypeError, "a plan must be a dict as returned by plan_crop/plan_bucket/plan_pad");
@@ -318,7 +318,7 @@ static PyObject *py_apply_plan(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO:apply_plan", &array, &plan_obj))
         return NULL;
     ln_plan plan;
-    if (plan_from_dict(plan_obj, &plan) < 0)
+    if (ln_py_plan_from_dict(plan_obj, &plan) < 0)
         return NULL;
     PyObject *keep;
     ln_image view, out;
@@ -403,7 +403,7 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
             jobs[i].check_file_hash = 1;
         }
         if (ln_py_paths_set(&pl, i, src) < 0 || ln_py_paths_set(&pl, n + i, dst) < 0 ||
-            plan_from_dict(plan_obj, &jobs[i].plan) < 0)
+            ln_py_plan_from_dict(plan_obj, &jobs[i].plan) < 0)
             goto done;
         jobs[i].src = pl.ptrs[i];
         jobs[i].dst = pl.ptrs[n + i];
@@ -420,26 +420,7 @@ static PyObject *py_export_files(PyObject *self, PyObject *args, PyObject *kwarg
         ln_py_raise(self, &err);
         goto done;
     }
-    out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        PyObject *item;
-        if (status[i] == LN_ERR_NOMEM) {
-            Py_CLEAR(out);
-            PyErr_NoMemory();
-            break;
-        }
-        if (status[i] == LN_OK) {
-            Py_INCREF(Py_None);
-            item = Py_None;
-        } else {
-            item = PyUnicode_DecodeUTF8(errors[i].msg, (Py_ssize_t)strlen(errors[i].msg), "replace");
-            if (!item) {
-                Py_CLEAR(out);
-                break;
-            }
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
+    out = ln_py_job_messages(status, errors, n);
 done:
     free(jobs);
     free(status);
@@ -482,7 +463,9 @@ static PyMethodDef pipeline_methods[] = {
      "(measured on the 256-px box downscale)."},
     {"analyze_files", (PyCFunction)(void (*)(void))py_analyze_files, METH_VARARGS | METH_KEYWORDS,
      "analyze_files(paths, threads=None, max_pixels=None, jpeg_decoder='libjpeg', apply_orientation=True, "
-     "thumb_size=0) -> list of dicts (reason, metrics, hashes, thumbnail) in the order of paths."},
+     "thumb_size=0, header_only=False) -> list of dicts (reason, metrics, hashes, thumbnail) in the order of "
+     "paths. header_only: read, hash and check the structure without decoding pixels (decoded is False; width "
+     "and height are the header's size after EXIF orientation)."},
     {"hash_files", (PyCFunction)(void (*)(void))py_hash_files, METH_VARARGS | METH_KEYWORDS,
      "hash_files(paths, threads=None, max_pixels=None, jpeg_decoder='libjpeg', jpeg_draft_min_side=0, "
      "apply_orientation=True) -> (uint64 array (N, 3) of aHash, dHash, pHash; list of reasons). Rows of files "
