@@ -22,7 +22,7 @@ def _block(module):
         if m:
             if i in (1, 3):
                 return "%s layer %s" % (module.component, m.group(1))
-            return "%s %s" % (module.component, m.group(1).replace("_", "").replace(".", ""))
+            return "%s %s" % (module.component, m.group(1).replace(".", "_"))
     return module.component
 
 

@@ -22,16 +22,6 @@ from lora_native.train.model import detect_model_type, load_base_model  # noqa: 
 from lora_native.train.tiny import TINY_TOKENIZER_DIR, learn_bpe, TINY_CORPUS, TINY_MERGES, tiny_vocab_size  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path_factory):
-    """No hub, an empty Hugging Face cache and our own cache folder: results never depend on the machine."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LORA_NATIVE_CACHE", str(tmp_path_factory.mktemp("lncache")))
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hfcache")))
-
-
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")

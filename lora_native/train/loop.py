@@ -20,7 +20,8 @@ from ..errors import LoraNativeError, UsageError
 from ..formats.keymap import lora_targets
 from ..formats.kohya import build_metadata, save_lora
 from . import data as train_data
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .cache import LatentCache
+from .checkpoint import list_checkpoints, load_checkpoint, read_training_state, resolve_resume, save_checkpoint
 from .conditioning import count_truncated, crop_top_left, encode_text, time_ids
 from .lora import LoRANetwork
 from .model import load_base_model
@@ -136,7 +137,7 @@ class _StopFlag:
 def _as_config(config, overrides):
     from ..config import Config, load_config
     if isinstance(config, Config):
-        return config.replace(**overrides) if overrides else config
+        return Config.from_dict(dict(config.to_dict(), **overrides)) if overrides else config
     if isinstance(config, dict):
         return Config.from_dict(dict(config, **overrides))
     return load_config(os.fspath(config), overrides or None)
@@ -186,6 +187,8 @@ class _Trainer:
         self.resume_path, resume_msg = resolve_resume(cfg)
         if resume_msg:
             self.info(resume_msg)
+        if cfg.model_type == "llm":
+            raise UsageError("model_type: llm is for task_type: text-generation, which is not supported yet")
         base = load_base_model(cfg.base_model, model_type=cfg.model_type, tokenizer_path=cfg.tokenizer_path)
         self.base = base
         self.kind = base.kind
@@ -202,10 +205,9 @@ class _Trainer:
             self.samples, resolution=self.resolution, enable_bucket=cfg.enable_bucket,
             min_bucket_reso=cfg.min_bucket_reso,
             max_bucket_reso=cfg.max_bucket_reso or (2048 if base.kind == "sdxl" else 1024),
-            bucket_reso_steps=cfg.bucket_reso_steps, bucket_no_upscale=cfg.bucket_no_upscale)
-        captions = [train_data.process_caption(s.caption, cfg.trigger_word, False, 0, 0.0, None)
-                    for s in self.samples]
-        long_ = count_truncated(base.tokenizers[0], captions)
+            bucket_reso_steps=cfg.bucket_reso_steps, bucket_no_upscale=cfg.bucket_no_upscale,
+            warnings=self.warnings)
+        long_ = count_truncated(base.tokenizers[0], [s.caption for s in self.samples])
         if long_:
             self.warn("%d caption(s) are longer than 77 tokens; their ends are cut off" % long_)
 
@@ -223,10 +225,11 @@ class _Trainer:
         for m in [base.unet, base.vae] + list(base.text_encoders):
             m.requires_grad_(False)
             m.eval()
-        base.unet.to(self.device, self.weight_dtype)
-        for te in base.text_encoders:
-            te.to(self.device, self.weight_dtype)
-        base.vae.to(self.device, torch.float32)  # VAEs overflow in fp16 (SDXL's always)
+        for m in [base.unet] + list(base.text_encoders):
+            m.to(self.device)
+            if self.weight_dtype != torch.float32:
+                m.to(self.weight_dtype)
+        base.vae.to(self.device)  # kept fp32: VAEs overflow in fp16 (SDXL's always)
         net.to(self.device, torch.float32)
         net.train()
         net.apply_to()
@@ -263,8 +266,7 @@ class _Trainer:
 
     def _resume(self):
         cfg = self.cfg
-        state = load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler,
-                                self.device)
+        state = read_training_state(self.resume_path)  # checked before any tensor is loaded
         saved = state.get("config", {})
         for key in RESUME_MUST_MATCH:
             if key in saved and saved[key] != getattr(cfg, key):
@@ -274,6 +276,7 @@ class _Trainer:
         if state.get("base_model_kind") not in (None, self.kind):
             raise TrainingError("cannot resume from %s: it was trained on a %s model, this base model is %s"
                                 % (self.resume_path, state["base_model_kind"], self.kind))
+        load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler, self.device)
         self.global_step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
@@ -282,14 +285,19 @@ class _Trainer:
     def _cache_latents(self):
         cfg = self.cfg
         folder = os.path.join(cfg.output_dir, "cache", "latents") if cfg.cache_latents_to_disk else None
-        cache = train_data.LatentCache(folder)
+        # The namespace ties cached latents to this VAE (file and its modification time).
+        src = os.fspath(self.base.source)
+        stamp = "%s:%s:%d" % (self.kind, os.path.abspath(src), int(os.path.getmtime(src)) if os.path.exists(src) else 0)
+        cache = LatentCache(folder, namespace=stamp)
 
         def encode(pixels):
             with torch.no_grad():
                 return self._encode(pixels).cpu()
-        cache.prepare(self.samples, self.buckets, encode, batch_size=max(1, cfg.batch_size),
-                      flip_aug=cfg.flip_aug, progress=lambda done, total: self.cb.call("on_log", {
-                          "caching_latents": "%d/%d" % (done, total)}))
+        prepared = cache.prepare(self.samples, self.buckets, encode, batch_size=max(1, cfg.batch_size),
+                                 flip_aug=cfg.flip_aug, progress=lambda done, total: self.cb.call("on_log", {
+                                     "caching_latents": "%d/%d" % (done, total)}))
+        for w in prepared.warnings:
+            self.warn(w)
         self.latents = cache
 
     # ---- one step ----------------------------------------------------------------------
@@ -297,9 +305,17 @@ class _Trainer:
         """(latents [B, 4, h, w] on the device, kept sample indices, flips) for one batch."""
         cfg = self.cfg
         if self.latents is not None:
-            flips = [bool(cfg.flip_aug and rng.random() < 0.5) for _ in indices]
-            lat = [self.latents.get(self.samples[i], self.buckets[i][0], f) for i, f in zip(indices, flips)]
-            return torch.stack(lat).to(self.device), list(indices), flips
+            # The same draws load_batch makes, so cached and uncached runs flip the same images.
+            augs = train_data.draw_augmentations(rng, len(indices), cfg.flip_aug, False)
+            kept, lat = [], []
+            for i, a in zip(indices, augs):
+                latent = self.latents.get(self.samples[i].file_hash, self.buckets[i], a.flip)
+                if latent is not None:  # None: the image failed while caching (warned then)
+                    kept.append(i)
+                    lat.append(latent)
+            if not kept:
+                return None, [], None
+            return torch.stack(lat).to(self.device), kept, None
         pixels, kept, warnings = train_data.load_batch(self.samples, indices, self.buckets, cfg.flip_aug,
                                                        cfg.color_aug, rng)
         for w in warnings:
@@ -353,7 +369,7 @@ class _Trainer:
         cfg = self.cfg
         return build_metadata(
             cfg, self.kind, rank=cfg.lora_rank, alpha=cfg.lora_alpha, steps=self.global_step, epoch=self.epoch,
-            num_images=sum(s.repeats for s in self.samples), started_at=self.started_at,
+            num_images=self.scan.num_train_images, started_at=self.started_at,
             finished_at=time.time() if finished else None, tag_frequency=self.scan.tag_frequency,
             dataset_dirs=self.scan.dataset_dirs, resolution=self.resolution,
             base_model_name=os.path.basename(os.fspath(cfg.base_model)))
@@ -387,6 +403,9 @@ class _Trainer:
                                   "images": len(self.samples), "model": self.kind, "resume_step": self.global_step})
         self.bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step", disable=None,
                         dynamic_ncols=True)
+        # Without a terminal (logs, CI, hosts' consoles) tqdm is silent: print a line now and then.
+        log_every = 0 if not self.bar.disable else max(1, self.total_steps // 20)
+        run_start, run_start_step = time.time(), self.global_step
         last_loss, loss_avg, t_last = float("nan"), None, time.time()
         last_good = self.resume_path
         try:
@@ -432,6 +451,13 @@ class _Trainer:
                                 if v is not None:
                                     writer.add_scalar(k, v, self.global_step)
                         self.cb.call("on_step", dict(logs, step=self.global_step, total=self.total_steps))
+                        if log_every and (self.global_step % log_every == 0 or self.global_step == self.total_steps):
+                            done = self.global_step - run_start_step
+                            rate = done / max(time.time() - run_start, 1e-9)
+                            eta = (self.total_steps - self.global_step) / max(rate, 1e-9)
+                            self.info("step %d/%d  loss %.4f  lr %.2e  %.2f it/s  eta %d:%02d:%02d" % (
+                                self.global_step, self.total_steps, loss_avg, lrs[0], rate, eta // 3600,
+                                eta % 3600 // 60, eta % 60))
                         if cfg.sample_prompts and cfg.sample_every_n_steps and \
                                 self.global_step % cfg.sample_every_n_steps == 0:
                             self._sample(writer)

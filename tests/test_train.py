@@ -1,0 +1,301 @@
+"""Training on tiny SD1.5-like and SDXL-like models on the CPU: learning, exact resume,
+interruption, export format, logging, and the failure paths."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import lora_native
+from lora_native.errors import ConfigError, UsageError
+from lora_native.formats import keymap
+from lora_native.formats.kohya import model_hashes
+from lora_native.train.lora import LoRANetwork
+from lora_native.train.loop import TrainingError, TrainingInterrupted, train
+from lora_native.train.model import load_base_model
+from builders.models import make_tiny_model
+from builders.training import make_image_folder, tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_train")
+    models = {kind: make_tiny_model(str(folder / ("%s.safetensors" % kind)), kind) for kind in ("sd15", "sdxl")}
+    data = make_image_folder(str(folder / "data"), count=4)
+    return models, data
+
+
+def _lora_fp32(checkpoint):
+    return load_file(os.path.join(checkpoint, "state", "lora_fp32.safetensors"))
+
+
+def test_loss_falls_when_overfitting_four_images(tiny, tmp_path):
+    from lora_native.train import data as train_data
+    from lora_native.train.validate import evaluation_loss
+    models, data = tiny
+    cfg = tiny_config(models["sd15"], data, tmp_path / "out", max_train_steps=80, lora_rank=8, learning_rate=3e-3,
+                      batch_size=4)
+    result = train(cfg)
+    base = load_base_model(models["sd15"])
+    scan = train_data.scan_dataset(data)
+    buckets = train_data.assign_buckets(scan.samples, resolution=(64, 64))
+    before = evaluation_loss(base, scan.samples, buckets)
+    net = LoRANetwork(keymap.lora_targets(base, text_encoder=False), 8, 8)
+    net.load_lora_state_dict(load_file(result.lora_path))
+    net.apply_to()
+    after = evaluation_loss(base, scan.samples, buckets)
+    assert after < before * 0.9, (before, after)
+
+
+def test_zero_up_weights_leave_the_model_unchanged(tiny):
+    models, _ = tiny
+    base = load_base_model(models["sd15"])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = base.unet(x, torch.tensor([500]), ctx).sample
+        net = LoRANetwork(keymap.lora_targets(base, conv_dim=True), 4, 4, conv_rank=4, conv_alpha=4)
+        net.apply_to()
+        with_lora = base.unet(x, torch.tensor([500]), ctx).sample
+        net.layers[0].lora_up.weight.fill_(0.01)
+        changed = base.unet(x, torch.tensor([500]), ctx).sample
+        net.remove()
+        restored = base.unet(x, torch.tensor([500]), ctx).sample
+    assert torch.equal(plain, with_lora)
+    assert not torch.equal(plain, changed)
+    assert torch.equal(plain, restored)
+
+
+def test_exported_file_is_kohya_format_with_metadata(tiny, tmp_path):
+    models, data = tiny
+    result = train(tiny_config(models["sd15"], data, tmp_path / "out", train_text_encoder=True, trigger_word="sks"))
+    assert result.lora_path == str(tmp_path / "out" / "tiny.safetensors")
+    tensors = load_file(result.lora_path)
+    base = load_base_model(models["sd15"])
+    expected = {t.key for t in keymap.lora_targets(base, text_encoder=True)}
+    modules = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in tensors}
+    assert modules == expected
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" in modules
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj" in modules
+    assert all(t.dtype == torch.float16 for t in tensors.values())
+    assert tensors["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"].shape[0] == 4
+    assert tensors["lora_unet_down_blocks_0_attentions_0_proj_in.alpha"].ndim == 0
+    with safe_open(result.lora_path, "pt") as f:
+        meta = f.metadata()
+    assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == "4"
+    assert meta["ss_base_model_version"] == "sd_v1" and meta["ss_output_name"] == "tiny"
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
+    assert meta["ss_steps"] == "6" and meta["ss_num_train_images"] == "4"
+    tags = json.loads(meta["ss_tag_frequency"])
+    assert tags[os.path.basename(data)]["sks"] == 4
+    assert json.loads(meta["ss_dataset_dirs"])[os.path.basename(data)]["img_count"] == 4
+    assert float(meta["ss_training_finished_at"]) >= float(meta["ss_training_started_at"])
+    model_hash, legacy = model_hashes(tensors, meta)
+    assert meta["sshs_model_hash"] == model_hash and meta["sshs_legacy_hash"] == legacy
+    with open(result.lora_path, "rb") as f:
+        raw = f.read()
+    import hashlib
+    n = int.from_bytes(raw[:8], "little")
+    assert hashlib.sha256(raw[8 + n:]).hexdigest() == meta["sshs_model_hash"]
+
+
+def test_sdxl_trains_and_exports_ldm_names(tiny, tmp_path):
+    models, data = tiny
+    result = train(tiny_config(models["sdxl"], data, tmp_path / "out", train_text_encoder=True, conv_lora=True,
+                               conv_dim=2, max_train_steps=3))
+    tensors = load_file(result.lora_path)
+    names = {k.split(".")[0] for k in tensors}
+    assert any(n.startswith("lora_unet_input_blocks_4_1_transformer_blocks_0_") for n in names)
+    assert any(n.startswith("lora_te1_text_model_encoder_layers_") for n in names)
+    assert any(n.startswith("lora_te2_text_model_encoder_layers_") for n in names)
+    conv = [k for k, v in tensors.items() if k.endswith("lora_down.weight") and v.ndim == 4 and v.shape[2] == 3]
+    assert conv and all(tensors[k].shape[0] == 2 for k in conv)
+    with safe_open(result.lora_path, "pt") as f:
+        meta = f.metadata()
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "2.0"}
+
+
+def test_resume_is_exact(tiny, tmp_path):
+    models, data = tiny
+    straight = train(tiny_config(models["sd15"], data, tmp_path / "a", max_train_steps=10, network_dropout=0.1,
+                                 shuffle_caption=True, flip_aug=True))
+    stop_at = {"step": 5}
+    cb = {"should_stop": lambda: stop_at.get("now", False),
+          "on_step": lambda s: stop_at.update(now=s["step"] >= stop_at["step"])}
+    cfg_b = tiny_config(models["sd15"], data, tmp_path / "b", max_train_steps=10, network_dropout=0.1,
+                        shuffle_caption=True, flip_aug=True)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(cfg_b, callbacks=cb)
+    assert stopped.value.step == 5 and os.path.isdir(stopped.value.checkpoint)
+    resumed = train(cfg_b)
+    assert resumed.steps == straight.steps == 10
+    a, b = _lora_fp32(straight.checkpoints[-1]), _lora_fp32(resumed.checkpoints[-1])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_a_different_network(tiny, tmp_path):
+    models, data = tiny
+    out = tmp_path / "out"
+    train(tiny_config(models["sd15"], data, out, max_train_steps=2))
+    with pytest.raises(TrainingError, match="lora_rank"):
+        train(tiny_config(models["sd15"], data, out, max_train_steps=4, lora_rank=8))
+    result = train(tiny_config(models["sd15"], data, out, max_train_steps=4, lora_rank=8, resume="never"))
+    assert result.steps == 4
+
+
+def test_checkpoints_every_save_steps_and_keep_last(tiny, tmp_path):
+    models, data = tiny
+    out = tmp_path / "out"
+    result = train(tiny_config(models["sd15"], data, out, max_train_steps=8, save_steps=2, save_last_n_checkpoints=2))
+    names = sorted(os.listdir(out))
+    assert [n for n in names if n.startswith("checkpoint-")] == ["checkpoint-6", "checkpoint-8"]
+    for ck in ("checkpoint-6", "checkpoint-8"):
+        files = os.listdir(out / ck)
+        assert "state" in files and any(f.endswith(".safetensors") for f in files)
+    assert not [n for n in names if n.startswith(".")]  # no temporary folders left
+    assert result.steps == 8
+
+
+def test_tensorboard_events_are_readable(tiny, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    models, data = tiny
+    out = tmp_path / "out"
+    train(tiny_config(models["sd15"], data, out, max_train_steps=4, log_with="tensorboard"))
+    acc = EventAccumulator(str(out / "logs"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"loss", "lr/unet", "grad_norm"} <= set(tags)
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny, tmp_path):
+    models, data = tiny
+    with pytest.raises(TrainingError, match="loss became"):
+        train(tiny_config(models["sd15"], data, tmp_path / "out", learning_rate=1e30, max_train_steps=20,
+                          max_grad_norm=0))
+
+
+def test_a_broken_image_is_skipped_not_fatal(tiny, tmp_path):
+    import shutil
+    models, _ = tiny
+    data = make_image_folder(str(tmp_path / "data"), count=4)
+
+    def on_start(info):  # the file changes after the scan: loading must refuse it and go on
+        with open(os.path.join(data, "img_01.png"), "r+b") as f:
+            f.truncate(100)
+    result = train(tiny_config(models["sd15"], data, tmp_path / "out", max_train_steps=4), callbacks={
+        "on_start": on_start})
+    assert result.steps == 4
+    assert any("img_01.png" in w for w in result.warnings)
+    shutil.rmtree(data)
+
+
+def test_cached_latents_train_the_same_as_uncached(tiny, tmp_path):
+    models, data = tiny
+    plain = train(tiny_config(models["sd15"], data, tmp_path / "a", max_train_steps=4, flip_aug=True))
+    cached = train(tiny_config(models["sd15"], data, tmp_path / "b", max_train_steps=4, flip_aug=True,
+                               cache_latents=True, cache_latents_to_disk=True))
+    assert os.listdir(tmp_path / "b" / "cache" / "latents")
+    # The same latents up to float noise (the VAE sees other batch compositions when caching);
+    # Adam turns that into last-digit differences in the weights.
+    a, b = _lora_fp32(plain.checkpoints[-1]), _lora_fp32(cached.checkpoints[-1])
+    assert abs(plain.final_loss - cached.final_loss) < 1e-4
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    scale = max(float(a[k].abs().max()) for k in a)
+    assert worst < 1e-3 * scale, (worst, scale)
+
+
+def test_network_weights_start_from_an_existing_lora(tiny, tmp_path):
+    models, data = tiny
+    first = train(tiny_config(models["sd15"], data, tmp_path / "a", max_train_steps=3))
+    second = train(tiny_config(models["sd15"], data, tmp_path / "b", max_train_steps=1,
+                               network_weights=first.lora_path, learning_rate=1e-12, max_grad_norm=0))
+    a, b = load_file(first.lora_path), load_file(second.lora_path)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-3), k
+    with pytest.raises(ValueError, match="shape"):
+        train(tiny_config(models["sd15"], data, tmp_path / "c", max_train_steps=1, lora_rank=8,
+                          network_weights=first.lora_path))
+
+
+def test_sample_prompts_write_pictures(tiny, tmp_path):
+    from PIL import Image
+    models, data = tiny
+    out = tmp_path / "out"
+    train(tiny_config(models["sd15"], data, out, max_train_steps=2, sample_prompts=["a red circle", "green"],
+                      sample_every_n_steps=2))
+    files = sorted(os.listdir(out / "samples"))
+    assert files == ["tiny_step000002_00.png", "tiny_step000002_01.png"]
+    with Image.open(out / "samples" / files[0]) as im:
+        assert im.size == (64, 64)
+
+
+def test_text_generation_is_not_supported_yet(tiny, tmp_path):
+    with pytest.raises(UsageError, match="not supported yet"):
+        train({"task_type": "text-generation", "base_model": str(tmp_path), "output_dir": str(tmp_path)})
+
+
+def test_config_errors_surface_before_training(tiny, tmp_path):
+    models, data = tiny
+    with pytest.raises(ConfigError, match="lora_rank"):
+        train(tiny_config(models["sd15"], data, tmp_path / "out", lora_rank=0))
+
+
+def test_public_api_and_cli(tiny, tmp_path):
+    models, data = tiny
+    assert callable(lora_native.train)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("base_model: %s\ntrain_data_dir: %s\noutput_dir: %s\noutput_name: cli\nresolution: 64\n"
+                   "batch_size: 2\nmax_train_steps: 50\n" % (models["sd15"], data, tmp_path / "out"))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(cfg), "--max_train_steps",
+                        "2", "--lora_rank", "2"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "<lora:cli:0.8>" in r.stdout
+    with safe_open(str(tmp_path / "out" / "cli.safetensors"), "pt") as f:
+        assert f.metadata()["ss_network_dim"] == "2" and f.metadata()["ss_steps"] == "2"
+    r = subprocess.run([sys.executable, "-m", "lora_native", "inspect", str(tmp_path / "out" / "cli.safetensors")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "format:      kohya" in r.stdout and "Stable Diffusion 1.x" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "lora_native", "train", "--config", str(cfg), "--lora_rnak", "2"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "did you mean 'lora_rank'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigint_saves_a_checkpoint_and_the_run_resumes(tiny, tmp_path):
+    models, data = tiny
+    out = tmp_path / "out"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("base_model: %s\ntrain_data_dir: %s\noutput_dir: %s\noutput_name: sig\nresolution: 64\n"
+                   "batch_size: 2\nmax_train_steps: 100000\nsave_steps: 3\n" % (models["sd15"], data, out))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "lora_native", "train", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "checkpoint-3").is_dir():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Run the same command again to resume" in stderr
+    steps = sorted(int(n.split("-")[1]) for n in os.listdir(out) if n.startswith("checkpoint-"))
+    stopped = steps[-1]
+    assert stopped >= 3
+    r = subprocess.run([sys.executable, "-m", "lora_native", "train", "--config", str(cfg), "--max_train_steps",
+                        str(stopped + 2)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from checkpoint-%d" % stopped in r.stderr
+    with safe_open(str(out / "sig.safetensors"), "pt") as f:
+        assert f.metadata()["ss_steps"] == str(stopped + 2)
