@@ -98,16 +98,18 @@ def _cmd_clean(args):
 def _add_demo(sub):
     p = sub.add_parser("demo", help="generate a small messy image set and clean it",
                        description="Generate procedural pictures of one style with planted duplicates, a blurry "
-                                   "one, a tiny one and broken files, then clean them.")
+                                   "one, a tiny one and broken files, clean them, then train a LoRA on a tiny "
+                                   "demo model on the CPU and inspect the file.")
     p.add_argument("--out", default="demo_output", help="folder for the demo (default ./demo_output)")
     p.add_argument("--count", type=int, default=24, help="number of good pictures (default 24)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-train", action="store_true", help="stop after cleaning")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args):
     from .demo import run_demo
-    return run_demo(args.out, count=args.count, seed=args.seed)
+    return run_demo(args.out, count=args.count, seed=args.seed, train_model=not args.no_train)
 
 
 def _add_info(sub):

@@ -145,8 +145,49 @@ def generate(folder, count=24, seed=7):
     return planted
 
 
-def run_demo(out="demo_output", count=24, seed=7):
+# The demo's training settings (examples/demo.yaml holds the same, with paths for a checkout).
+DEMO_TRAINING = {
+    "output_name": "demo",
+    "resolution": 64,            # the demo model is tiny: 64x64 pictures, 8x8 latents
+    "batch_size": 2,
+    "epochs": 8,
+    "lora_rank": 8,
+    "learning_rate": 1e-3,
+    "flip_aug": True,
+    "cache_latents": True,
+    "save_steps": 50,
+    "log_with": "tensorboard",
+    "mixed_precision": "no",
+    "device": "cpu",
+    "seed": 42,
+}
+
+
+def train_demo(out, quiet=False):
+    """Train the tiny demo model on the cleaned demo set: `<out>/output/demo.safetensors`.
+    Writes the config it used to `<out>/demo.yaml` (`python train.py --config <out>/demo.yaml`
+    runs it again, resuming or re-exporting). Returns the TrainResult."""
+    from .config import Config, format_yaml
+    from .train.loop import train
+    from .train.tiny import make_tiny_model
+    model = os.path.join(out, "model", "tiny-sd15.safetensors")
+    if not os.path.isfile(model):
+        make_tiny_model(model, "sd15", seed=0)
+    output = os.path.join(out, "output")
+    if os.path.isdir(output):  # the demo's own folder: each demo run trains from scratch
+        shutil.rmtree(output)
+    values = dict(DEMO_TRAINING, base_model=os.path.abspath(model),
+                  train_data_dir=os.path.abspath(os.path.join(out, "clean")),
+                  output_dir=os.path.abspath(os.path.join(out, "output")))
+    config = Config.from_dict(values)
+    with open(os.path.join(out, "demo.yaml"), "w", encoding="utf-8") as f:
+        f.write(format_yaml(config))
+    return train(config)
+
+
+def run_demo(out="demo_output", count=24, seed=7, train_model=True):
     from .dataset import clean
+    from .inspect import inspect_file
     raw, cleaned = os.path.join(out, "raw"), os.path.join(out, "clean")
     print("generating %d pictures of one style (plus planted problems) in %s ..." % (count, raw))
     generate(raw, count=count, seed=seed)
@@ -160,4 +201,15 @@ def run_demo(out="demo_output", count=24, seed=7):
                                                                 it.distance))
     print("\nclean training set: %s (metadata.csv + %d images)" % (cleaned, len(report.kept)))
     print("open the report:    %s" % os.path.abspath(os.path.join(cleaned, "report.html")))
+    if not train_model:
+        return 0
+    print("\ntraining a LoRA on a tiny demo model (CPU, 64x64; a real run uses your SD1.5/SDXL checkpoint) ...")
+    result = train_demo(out)
+    print("trained %d steps in %.0f s; final loss %.4f" % (result.steps, result.elapsed, result.final_loss))
+    print("\n$ lora-native inspect %s" % result.lora_path)
+    print(inspect_file(result.lora_path, show_metadata=False))
+    print("\nLoRA file:   %s  (in a prompt: <lora:demo:0.8>)" % result.lora_path)
+    print("config used: %s  (python train.py --config %s)" % (os.path.join(out, "demo.yaml"),
+                                                             os.path.join(out, "demo.yaml")))
+    print("TensorBoard: tensorboard --logdir %s" % os.path.join(out, "output", "logs"))
     return 0

@@ -31,8 +31,24 @@ def test_demo_generates_and_cleans(tmp_path, capsys):
     with open(out / "clean" / "metadata.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert len(rows) == 12 and all(r[1].startswith("lnstyle, a paper-cut landscape") for r in rows[1:])
+    # training ran on the cleaned set and the LoRA was inspected
+    assert "<lora:demo:0.8>" in printed and "format:      kohya" in printed
+    lora = out / "output" / "demo.safetensors"
+    assert lora.is_file() and (out / "demo.yaml").is_file()
+    from lora_native.config import load_config
+    assert load_config(str(out / "demo.yaml")).output_dir == str(out / "output")
     # a second run regenerates the raw folder and replaces the clean output
-    assert cli.main(["demo", "--out", str(out), "--count", "10"]) == 0
+    assert cli.main(["demo", "--out", str(out), "--count", "10", "--no-train"]) == 0
+
+
+def test_examples_demo_yaml_matches_the_demo():
+    from lora_native.config import load_config
+    from lora_native.demo import DEMO_TRAINING
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                                   "demo.yaml"))
+    for key, value in DEMO_TRAINING.items():
+        expected = (value, value) if key == "resolution" else value  # Config keeps (w, h)
+        assert getattr(cfg, key) == expected, key
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path):
