@@ -23,6 +23,7 @@ from builders.models import make_tiny_model
 from builders.training import make_image_folder, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # minutes in all; left out of the sanitizer run (make test-asan)
 
 
 @pytest.fixture(scope="module")
