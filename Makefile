@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml setup.py | $(VENV)/bin/python
 	PYTHON=$(PYTHON) bash tools/system_deps.sh
 	$(PIP) install -q --upgrade pip "setuptools>=77" wheel numpy
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP) install -q --no-build-isolation -e ".[train,test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -60,6 +60,8 @@ fuzz: deps-test
 bench: build
 	$(PY) bench/bench_hash.py
 	$(PY) bench/bench_dedup.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train.py --kind sdxl
 
 clean:
 	rm -rf build $(ASAN_DIR) $(ASAN_DIR)-tmp lora_native/*.so demo_output tests/fuzz/fuzz_decode tests/fuzz/corpus
