@@ -168,6 +168,15 @@ def test_checkpoints_every_save_steps_and_keep_last(tiny, tmp_path):
     assert result.steps == 8
 
 
+def test_gradient_checkpointing_still_trains_the_lora(tiny, tmp_path):
+    models, data = tiny
+    result = train(tiny_config(models["sd15"], data, tmp_path / "out", max_train_steps=2,
+                               gradient_checkpointing=True, train_text_encoder=True))
+    tensors = load_file(result.lora_path)
+    ups = [v for k, v in tensors.items() if k.endswith("lora_up.weight")]
+    assert all(float(v.float().abs().max()) > 0 for v in ups)  # every adapter got gradients
+
+
 def test_tensorboard_events_are_readable(tiny, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     models, data = tiny

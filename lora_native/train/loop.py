@@ -189,7 +189,9 @@ class _Trainer:
             self.info(resume_msg)
         if cfg.model_type == "llm":
             raise UsageError("model_type: llm is for task_type: text-generation, which is not supported yet")
-        base = load_base_model(cfg.base_model, model_type=cfg.model_type, tokenizer_path=cfg.tokenizer_path)
+        # Loaded straight in the weight dtype: a GPU fp16 run never holds an fp32 copy in RAM.
+        base = load_base_model(cfg.base_model, model_type=cfg.model_type, tokenizer_path=cfg.tokenizer_path,
+                               dtype=self.weight_dtype)
         self.base = base
         self.kind = base.kind
         res = cfg.resolution or (1024 if base.kind == "sdxl" else 512)
@@ -229,7 +231,7 @@ class _Trainer:
             m.to(self.device)
             if self.weight_dtype != torch.float32:
                 m.to(self.weight_dtype)
-        base.vae.to(self.device)  # kept fp32: VAEs overflow in fp16 (SDXL's always)
+        base.vae.to(self.device, torch.float32)  # VAEs overflow in fp16 (SDXL's always)
         net.to(self.device, torch.float32)
         net.train()
         net.apply_to()
@@ -237,7 +239,9 @@ class _Trainer:
             base.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
                 for te in base.text_encoders:
-                    te.gradient_checkpointing_enable()
+                    # transformers 5 renamed it; older versions only have the first name.
+                    enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+                    enable()
 
         groups = [{"params": net.parameters_of("unet"), "lr": cfg.unet_lr}]
         te_params = net.parameters_of("te")
@@ -406,6 +410,9 @@ class _Trainer:
         # Without a terminal (logs, CI, hosts' consoles) tqdm is silent: print a line now and then.
         log_every = 0 if not self.bar.disable else max(1, self.total_steps // 20)
         run_start, run_start_step = time.time(), self.global_step
+        if self.global_step >= self.total_steps:
+            self.info("training had already reached step %d of %d; writing the LoRA file again"
+                      % (self.global_step, self.total_steps))
         last_loss, loss_avg, t_last = float("nan"), None, time.time()
         last_good = self.resume_path
         try:
