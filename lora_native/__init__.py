@@ -2,7 +2,7 @@
 from ._version import __version__
 from .errors import LoraNativeError, NativeError, DatasetError, UsageError, ConfigError, ModelError
 from . import _native
-from . import train as _train_package  # the subpackage; the name `train` is the function below
+from . import train as _train_package  # noqa: F401 (the subpackage; the name `train` is the function below)
 from .dataset import clean, CleanOptions
 from .quality import QualityThresholds
 

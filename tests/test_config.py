@@ -45,7 +45,7 @@ def test_demo_example_values():
     repo = EXAMPLES.parent
     assert cfg.base_model == str(repo / "demo_output" / "model" / "tiny-sd15.safetensors")
     assert cfg.train_data_dir == str(repo / "demo_output" / "clean")
-    assert cfg.output_dir == str(repo / "demo_output" / "train")
+    assert cfg.output_dir == str(repo / "demo_output" / "output")
 
 
 def test_schema_and_config_fields_agree():
