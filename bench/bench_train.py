@@ -73,19 +73,19 @@ def run_plain(args):
     from peft import LoraConfig
     from lora_native.formats.keymap import lora_targets
     from lora_native.train import data as train_data
-    from lora_native.train.conditioning import tokenize
+    from lora_native.train.conditioning import encode_text, time_ids
     from lora_native.train.model import load_base_model
     device = torch.device(args.device)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     base = load_base_model(args.model)
-    unet, vae, te, tok = base.unet, base.vae, base.text_encoders[0], base.tokenizers[0]
+    unet, vae = base.unet, base.vae
     targets = [t.module_path for t in lora_targets(base, text_encoder=False)]
-    for m in (unet, vae, te):
+    for m in [unet, vae] + list(base.text_encoders):
         m.requires_grad_(False)
     torch.manual_seed(1)
     unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
                                 target_modules=targets))
-    for m in (unet, te):
+    for m in [unet] + list(base.text_encoders):
         m.to(device)
         if dtype != torch.float32:
             m.to(dtype)
@@ -114,11 +114,16 @@ def run_plain(args):
         t = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
         a = acp[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
-        with torch.no_grad():
-            ids = tokenize(tok, [captions[int(i)] for i in idx]).to(device)
-            hidden = te(ids).last_hidden_state
+        with torch.no_grad():  # the same text conditioning our loop computes (SD1.5 or SDXL)
+            hidden, pooled = encode_text(base.kind, base.text_encoders, base.tokenizers,
+                                         [captions[int(i)] for i in idx], 1, device)
+        added = None
+        if base.kind == "sdxl":
+            size = (args.resolution, args.resolution)
+            added = {"text_embeds": pooled, "time_ids": time_ids([size] * args.batch, [(0, 0)] * args.batch,
+                                                                 [size] * args.batch, device, hidden.dtype)}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = unet(noisy.to(dtype), t, hidden.to(dtype)).sample
+            pred = unet(noisy.to(dtype), t, hidden.to(dtype), added_cond_kwargs=added).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
         (scaler.scale(loss) if scaler else loss).backward()
         if scaler:

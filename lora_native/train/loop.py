@@ -231,7 +231,7 @@ class _Trainer:
             m.to(self.device)
             if self.weight_dtype != torch.float32:
                 m.to(self.weight_dtype)
-        base.vae.to(self.device, torch.float32)  # VAEs overflow in fp16 (SDXL's always)
+        base.vae.to(self.device).float()  # VAEs overflow in fp16 (SDXL's always)
         net.to(self.device, torch.float32)
         net.train()
         net.apply_to()

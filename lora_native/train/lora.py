@@ -36,13 +36,18 @@ class LoRAModule(nn.Module):
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self.register_buffer("alpha", torch.tensor(float(alpha)))
+        self._scale = float(alpha) / self.rank  # a Python float: no tensor read per forward
         self.multiplier = 1.0
         self._org = [org]  # a list, so the frozen module is not registered as a child
         self._org_forward = None
 
     @property
     def scale(self):
-        return float(self.alpha) / self.rank
+        return self._scale
+
+    def set_alpha(self, alpha):
+        self.alpha.fill_(float(alpha))
+        self._scale = float(alpha) / self.rank
 
     def apply_to(self):
         org = self._org[0]
@@ -61,8 +66,12 @@ class LoRAModule(nn.Module):
         h = x
         if self.dropout and self.training:
             h = F.dropout(h, p=self.dropout)
-        h = self.lora_up(self.lora_down(h.to(self.lora_down.weight.dtype)))
-        return y + (h * (self.multiplier * self.scale)).to(y.dtype)
+        if h.dtype != self.lora_down.weight.dtype and not torch.is_autocast_enabled(h.device.type):
+            h = h.to(self.lora_down.weight.dtype)
+        h = self.lora_up(self.lora_down(h))
+        if h.dtype != y.dtype:
+            h = h.to(y.dtype)
+        return torch.add(y, h, alpha=self.multiplier * self._scale)
 
 
 class LoRANetwork(nn.Module):
@@ -130,4 +139,4 @@ class LoRANetwork(nn.Module):
                     param.copy_(t.to(param.dtype))
                 a = tensors.get(m.key + ".alpha")
                 if a is not None:
-                    m.alpha.copy_(a.to(m.alpha.dtype).reshape(()))
+                    m.set_alpha(float(a.float().reshape(())))

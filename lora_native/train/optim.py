@@ -9,7 +9,12 @@ from ..errors import UsageError
 
 def make_optimizer(name, param_groups, weight_decay):
     if name == "adamw":
-        return torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+        # The fused kernel updates every LoRA tensor in one pass (CPU and CUDA, torch >= 2.4);
+        # the per-tensor loop is the fallback.
+        try:
+            return torch.optim.AdamW(param_groups, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.AdamW(param_groups, weight_decay=weight_decay, foreach=True)
     if name == "sgd":
         return torch.optim.SGD(param_groups, momentum=0.9, weight_decay=weight_decay)
     if name == "adamw8bit":
