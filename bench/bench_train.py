@@ -121,7 +121,7 @@ def run_plain(args):
         if base.kind == "sdxl":
             size = (args.resolution, args.resolution)
             added = {"text_embeds": pooled, "time_ids": time_ids([size] * args.batch, [(0, 0)] * args.batch,
-                                                                 [size] * args.batch, device, hidden.dtype)}
+                                                                 [size] * args.batch, device)}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             pred = unet(noisy.to(dtype), t, hidden.to(dtype), added_cond_kwargs=added).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise.float())

@@ -3,17 +3,27 @@ import os
 import tempfile
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path, data, durable=False):
     """Write through a temporary file in the same folder and rename, so readers never see a
-    half-written file and an interrupted run leaves the previous version intact."""
+    half-written file and an interrupted run leaves the previous version intact. durable: also
+    flush to disk (file and folder), so a power cut cannot leave an empty file either."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        if durable:
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -151,8 +151,43 @@ def test_resume_refuses_a_different_network(tiny, tmp_path):
     train(tiny_config(models["sd15"], data, out, max_train_steps=2))
     with pytest.raises(TrainingError, match="lora_rank"):
         train(tiny_config(models["sd15"], data, out, max_train_steps=4, lora_rank=8))
-    result = train(tiny_config(models["sd15"], data, out, max_train_steps=4, lora_rank=8, resume="never"))
+    # starting over never deletes an earlier run's checkpoints: it asks for another folder
+    with pytest.raises(TrainingError, match="already holds checkpoints"):
+        train(tiny_config(models["sd15"], data, out, max_train_steps=4, lora_rank=8, resume="never"))
+    result = train(tiny_config(models["sd15"], data, tmp_path / "fresh", max_train_steps=4, lora_rank=8,
+                               resume="never"))
     assert result.steps == 4
+
+
+def test_resume_refuses_a_changed_dataset_and_takes_new_learning_rates(tiny, tmp_path):
+    models, _ = tiny
+    data = make_image_folder(str(tmp_path / "data"), count=4)
+    out = tmp_path / "out"
+    train(tiny_config(models["sd15"], data, out, max_train_steps=2))
+    make_image_folder(str(tmp_path / "data"), count=4, seed=50)  # same names, other pictures
+    with pytest.raises(TrainingError, match="changed since"):
+        train(tiny_config(models["sd15"], data, out, max_train_steps=4))
+    make_image_folder(str(tmp_path / "data"), count=4)  # the original set again
+    lrs = []
+    result = train(tiny_config(models["sd15"], data, out, max_train_steps=4, learning_rate=5e-4),
+                   callbacks={"on_step": lambda s: lrs.append(s["lr/unet"])})
+    assert result.steps == 4 and lrs == [5e-4, 5e-4]
+
+
+def test_v_prediction_model_trains_with_the_v_objective(tiny, tmp_path):
+    from safetensors.torch import save_file
+    models, data = tiny
+    tensors = load_file(models["sd15"])
+    with safe_open(models["sd15"], "pt") as f:
+        meta = dict(f.metadata())
+    meta["modelspec.prediction_type"] = "v"
+    vpred = tmp_path / "vpred.safetensors"
+    save_file(tensors, str(vpred), metadata=meta)
+    os.symlink(os.path.splitext(models["sd15"])[0] + ".tokenizer", str(tmp_path / "vpred.tokenizer"))
+    result = train(tiny_config(vpred, data, tmp_path / "out", max_train_steps=1))
+    with safe_open(result.lora_path, "pt") as f:
+        assert f.metadata()["ss_v_parameterization"] == "True"
+        assert f.metadata()["modelspec.prediction_type"] == "v"
 
 
 def test_checkpoints_every_save_steps_and_keep_last(tiny, tmp_path):
@@ -234,9 +269,12 @@ def test_network_weights_start_from_an_existing_lora(tiny, tmp_path):
     a, b = load_file(first.lora_path), load_file(second.lora_path)
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-3), k
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(UsageError, match="shape"):
         train(tiny_config(models["sd15"], data, tmp_path / "c", max_train_steps=1, lora_rank=8,
                           network_weights=first.lora_path))
+    with_te = train(tiny_config(models["sd15"], data, tmp_path / "d", max_train_steps=1, train_text_encoder=True))
+    with pytest.raises(UsageError, match="train_text_encoder: true"):
+        train(tiny_config(models["sd15"], data, tmp_path / "e", max_train_steps=1, network_weights=with_te.lora_path))
 
 
 def test_sample_prompts_write_pictures(tiny, tmp_path):

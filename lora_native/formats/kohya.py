@@ -37,7 +37,7 @@ def save_lora(path, tensors, metadata, save_precision="fp16"):
     meta = {k: str(v) for k, v in metadata.items() if v is not None}
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = model_hashes(out, meta)
     data = st_save(out, meta)
-    atomic_write_bytes(os.fspath(path), data)
+    atomic_write_bytes(os.fspath(path), data, durable=True)
     return meta
 
 

@@ -22,8 +22,9 @@ class CheckpointError(LoraNativeError):
     pass
 
 
-def list_checkpoints(output_dir):
-    """[(step, path)] of complete checkpoints in output_dir, oldest first."""
+def list_checkpoints(output_dir, run_id=None):
+    """[(step, path)] of complete checkpoints in output_dir, oldest first; only those of one run
+    when run_id is given."""
     found = []
     try:
         names = os.listdir(output_dir)
@@ -33,8 +34,30 @@ def list_checkpoints(output_dir):
         m = CHECKPOINT_RE.match(name)
         path = os.path.join(output_dir, name)
         if m and os.path.isfile(os.path.join(path, "state", "training_state.json")):
+            if run_id is not None:
+                try:
+                    if read_training_state(path).get("run_id") != run_id:
+                        continue
+                except CheckpointError:
+                    continue
             found.append((int(m.group(1)), path))
     return sorted(found)
+
+
+def _fsync_tree(folder):
+    """Flush every file and the folders themselves: a checkpoint survives a power cut."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def rng_state():
@@ -62,7 +85,8 @@ def set_rng_state(state):
 def save_checkpoint(output_dir, step, lora_file_name, write_lora, network, optimizer, scheduler, scaler,
                     training_state, keep_last=0):
     """Write checkpoint-<step>; `write_lora(path)` writes the usable LoRA file into it.
-    Returns the checkpoint folder."""
+    keep_last > 0 removes this run's (training_state["run_id"]) older checkpoints beyond that
+    many; other runs' checkpoints are never touched. Returns the checkpoint folder."""
     final = os.path.join(output_dir, "checkpoint-%d" % step)
     tmp = tempfile.mkdtemp(prefix=".checkpoint-%d." % step, dir=output_dir)
     try:
@@ -76,15 +100,22 @@ def save_checkpoint(output_dir, step, lora_file_name, write_lora, network, optim
         with open(os.path.join(state_dir, "training_state.json"), "w", encoding="utf-8") as f:
             json.dump(dict(training_state, version=STATE_VERSION, step=step), f, indent=1)
         os.chmod(tmp, 0o755)
-        if os.path.isdir(final):
-            shutil.rmtree(final)  # a checkpoint of this step from an earlier run of the same config
+        _fsync_tree(tmp)
+        old = None
+        if os.path.isdir(final):  # this step written before (a resumed, finished run): swap, then delete
+            old = tempfile.mkdtemp(prefix=".replaced-checkpoint-%d." % step, dir=output_dir)
+            os.replace(final, os.path.join(old, "previous"))
         os.replace(tmp, final)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if keep_last and keep_last > 0:
-        for _, old in list_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        mine = list_checkpoints(output_dir, run_id=training_state.get("run_id"))
+        for _, path in mine[:-keep_last]:
+            if path != final:
+                shutil.rmtree(path, ignore_errors=True)
     return final
 
 
@@ -124,12 +155,14 @@ def resolve_resume(cfg):
     return None, None
 
 
-def load_checkpoint(path, network, optimizer, scheduler, scaler, device):
+def load_checkpoint(path, network, optimizer, scheduler, scaler):
     """Restore weights, optimizer, scheduler, scaler and RNG; returns the training state dict."""
     state = read_training_state(path)
     network.load_lora_state_dict(load_file(os.path.join(path, "state", "lora_fp32.safetensors")),
                                  source=os.path.join(path, "state"))
-    trainer = torch.load(os.path.join(path, "state", "trainer.pt"), map_location=device, weights_only=True)
+    # On the CPU first: the RNG states must stay CPU tensors; the optimizer moves its state onto
+    # each parameter's device itself.
+    trainer = torch.load(os.path.join(path, "state", "trainer.pt"), map_location="cpu", weights_only=True)
     optimizer.load_state_dict(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     if scaler is not None and trainer.get("scaler"):

@@ -7,13 +7,7 @@ pooled bigG embedding; the time ids are (original h, w, crop top, left, target h
 """
 import torch
 
-MAX_TOKENS = 77
-
-
-def tokenize(tokenizer, captions):
-    """Always exactly 77 tokens: some tokenizer folders (ComfyUI's) declare model_max_length 8192."""
-    return tokenizer(list(captions), padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                     return_tensors="pt").input_ids
+from .tokenizer import MAX_LENGTH as MAX_TOKENS, tokenize
 
 
 def count_truncated(tokenizer, captions):
@@ -59,8 +53,9 @@ def crop_top_left(plan):
     return int(round(y0 * sy)), int(round(x0 * sx))
 
 
-def time_ids(original_sizes, crops, target_sizes, device, dtype):
+def time_ids(original_sizes, crops, target_sizes, device):
     """SDXL add_time_ids: rows of (orig_h, orig_w, crop_top, crop_left, target_h, target_w).
-    Sizes are given as (width, height); crops as (top, left)."""
+    Sizes are given as (width, height); crops as (top, left). Always float32: bf16 would round
+    1023 to 1024 (the UNet embeds them in its own precision)."""
     rows = [[oh, ow, ct, cl, th, tw] for (ow, oh), (ct, cl), (tw, th) in zip(original_sizes, crops, target_sizes)]
-    return torch.tensor(rows, device=device, dtype=dtype)
+    return torch.tensor(rows, device=device, dtype=torch.float32)

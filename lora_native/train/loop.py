@@ -6,11 +6,13 @@ seeded by (seed, step), and the data order, captions and augmentation of a batch
 grad-scaler state. A run stopped at step 5 and resumed ends bit-identical to one that ran
 straight through (on the CPU; GPU kernels may add last-bit noise).
 """
+import hashlib
 import math
 import os
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,8 +80,11 @@ class Callbacks:
 
 
 # Things a resumed run must share with the run that wrote the checkpoint.
+# (The data order depends on the dataset and the buckets; the weights on the network's shape.)
 RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "conv_lora", "conv_dim", "conv_alpha", "train_text_encoder",
-                     "batch_size", "gradient_accumulation_steps", "seed")
+                     "batch_size", "gradient_accumulation_steps", "seed", "resolution", "enable_bucket",
+                     "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
+                     "v_parameterization")
 
 
 def _device(cfg):
@@ -187,6 +192,11 @@ class _Trainer:
         self.resume_path, resume_msg = resolve_resume(cfg)
         if resume_msg:
             self.info(resume_msg)
+        if cfg.resume == "never" and not cfg.resume_from_checkpoint and list_checkpoints(cfg.output_dir):
+            raise TrainingError(
+                "resume: never, but %s already holds checkpoints of an earlier run (%s); move them away or choose "
+                "another output_dir (they are not deleted for you)"
+                % (cfg.output_dir, os.path.basename(list_checkpoints(cfg.output_dir)[-1][1])))
         if cfg.model_type == "llm":
             raise UsageError("model_type: llm is for task_type: text-generation, which is not supported yet")
         # Loaded straight in the weight dtype: a GPU fp16 run never holds an fp32 copy in RAM.
@@ -194,6 +204,11 @@ class _Trainer:
                                dtype=self.weight_dtype)
         self.base = base
         self.kind = base.kind
+        self.v_prediction = cfg.v_parameterization
+        if base.prediction_type == "v_prediction" and not cfg.v_parameterization:
+            self.v_prediction = True
+            self.info("%s is a v-prediction model: training with the v-prediction objective "
+                      "(v_parameterization: true)" % os.path.basename(os.fspath(cfg.base_model)))
         res = cfg.resolution or (1024 if base.kind == "sdxl" else 512)
         self.resolution = (res, res) if isinstance(res, int) else tuple(res)
 
@@ -203,6 +218,12 @@ class _Trainer:
             self.warn(w)
         self.scan = scan
         self.samples = scan.samples
+        # What a resumed run must find again: the same files with the same bytes and repeats.
+        h = hashlib.sha256()
+        for s in self.samples:
+            h.update(("%s\0%016x\0%d\0%s\n" % (s.rel, s.file_hash, s.repeats, s.caption)).encode("utf-8",
+                                                                                                "surrogateescape"))
+        self.dataset_fingerprint = h.hexdigest()
         self.buckets = train_data.assign_buckets(
             self.samples, resolution=self.resolution, enable_bucket=cfg.enable_bucket,
             min_bucket_reso=cfg.min_bucket_reso,
@@ -222,6 +243,9 @@ class _Trainer:
             from safetensors.torch import load_file
             net.load_lora_state_dict(load_file(cfg.network_weights), source=cfg.network_weights)
         self.network = net
+        # Dropout masks come from this generator, reseeded per step (never torch's global RNG).
+        self.dropout_generator = torch.Generator(device=self.device)
+        net.set_dropout_generator(self.dropout_generator)
 
         # Frozen base in the weight dtype; LoRA weights fp32 on the device.
         for m in [base.unet, base.vae] + list(base.text_encoders):
@@ -242,6 +266,7 @@ class _Trainer:
                     # transformers 5 renamed it; older versions only have the first name.
                     enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
                     enable()
+                    te.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
 
         groups = [{"params": net.parameters_of("unet"), "lr": cfg.unet_lr}]
         te_params = net.parameters_of("te")
@@ -262,6 +287,8 @@ class _Trainer:
 
         self.global_step, self.epoch, self.batch_index = 0, 0, 0
         self.started_at = time.time()
+        self.run_id = uuid.uuid4().hex
+        self.saved_step = None
         if self.resume_path:
             self._resume()
         self.latents = None
@@ -272,15 +299,35 @@ class _Trainer:
         cfg = self.cfg
         state = read_training_state(self.resume_path)  # checked before any tensor is loaded
         saved = state.get("config", {})
+        now = cfg.to_dict()  # the same JSON form the checkpoint holds (lists, not tuples)
         for key in RESUME_MUST_MATCH:
-            if key in saved and saved[key] != getattr(cfg, key):
+            if key in saved and saved[key] != now.get(key):
                 raise TrainingError("cannot resume from %s: it was trained with %s = %r, the config now says %r "
                                     "(use resume: never to start over)" % (self.resume_path, key, saved[key],
-                                                                          getattr(cfg, key)))
+                                                                          now.get(key)))
         if state.get("base_model_kind") not in (None, self.kind):
             raise TrainingError("cannot resume from %s: it was trained on a %s model, this base model is %s"
                                 % (self.resume_path, state["base_model_kind"], self.kind))
-        load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler, self.device)
+        if os.path.basename(saved.get("base_model", "")) not in ("", os.path.basename(os.fspath(cfg.base_model))):
+            raise TrainingError("cannot resume from %s: it was trained on %s, the config now names %s (use resume: "
+                                "never to start over)" % (self.resume_path, os.path.basename(saved["base_model"]),
+                                                          os.path.basename(os.fspath(cfg.base_model))))
+        if state.get("dataset") not in (None, self.dataset_fingerprint):
+            raise TrainingError("cannot resume from %s: the images or captions in %s changed since it was written "
+                                "(use resume: never, or a new output_dir, to train on the new set)"
+                                % (self.resume_path, cfg.train_data_dir))
+        load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler)
+        # The learning rates are the config's: a resumed run may change them.
+        lrs = [cfg.unet_lr, cfg.text_encoder_lr][:len(self.optimizer.param_groups)]
+        if list(self.scheduler.base_lrs) != lrs:
+            self.info("learning rates changed since the checkpoint: using %s" % ", ".join("%g" % x for x in lrs))
+            self.scheduler.base_lrs = list(lrs)
+            for group, lr, factor in zip(self.optimizer.param_groups, lrs,
+                                         [f(self.scheduler.last_epoch) for f in self.scheduler.lr_lambdas]):
+                group["initial_lr"] = lr
+                group["lr"] = lr * factor
+        self.run_id = state.get("run_id", self.run_id)
+        self.saved_step = int(state["step"])
         self.global_step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
@@ -303,6 +350,8 @@ class _Trainer:
         for w in prepared.warnings:
             self.warn(w)
         self.latents = cache
+        if self.device.type == "cuda" and not cfg.sample_prompts:
+            self.base.vae.to("cpu")  # not needed on the GPU any more: its memory goes to the UNet
 
     # ---- one step ----------------------------------------------------------------------
     def _batch_latents(self, indices, rng):
@@ -344,12 +393,12 @@ class _Trainer:
                                                cfg.keep_tokens, cfg.caption_dropout_rate, rng) for i in kept]
         # Per-step randomness from (seed, step, micro-batch): identical on resume.
         gen = _seeded(cfg.seed, 1, self.global_step, micro)
-        torch.manual_seed(_seed_int(cfg.seed, 2, self.global_step, micro))  # LoRA dropout
+        self.dropout_generator.manual_seed(_seed_int(cfg.seed, 2, self.global_step, micro))
         latents = latents.float()
         noise = sample_noise(latents.shape, gen, self.device, cfg.noise_offset)
         t = torch.randint(0, self.schedule.steps, (latents.shape[0],), generator=gen).to(self.device)
         noisy = self.schedule.add_noise(latents, noise, t)
-        target = self.schedule.velocity(latents, noise, t) if cfg.v_parameterization else noise
+        target = self.schedule.velocity(latents, noise, t) if self.v_prediction else noise
         autocast = torch.autocast(self.device.type, dtype=self.weight_dtype,
                                   enabled=self.weight_dtype != torch.float32)
         with autocast:
@@ -361,22 +410,27 @@ class _Trainer:
                 sizes = [(self.samples[i].width, self.samples[i].height) for i in kept]
                 crops = [crop_top_left(self.buckets[i][1]) for i in kept]
                 targets = [tuple(self.buckets[i][0]) for i in kept]
-                added = {"text_embeds": pooled, "time_ids": time_ids(sizes, crops, targets, self.device,
-                                                                     hidden.dtype)}
+                added = {"text_embeds": pooled, "time_ids": time_ids(sizes, crops, targets, self.device)}
             pred = base.unet(noisy.to(self.weight_dtype), t, hidden.to(self.weight_dtype),
                              added_cond_kwargs=added).sample
-        loss = diffusion_loss(pred, target, t, self.schedule, cfg.min_snr_gamma, cfg.v_parameterization)
+        loss = diffusion_loss(pred, target, t, self.schedule, cfg.min_snr_gamma, self.v_prediction)
         return loss, len(kept)
 
     # ---- saving ------------------------------------------------------------------------
     def _metadata(self, finished):
         cfg = self.cfg
-        return build_metadata(
-            cfg, self.kind, rank=cfg.lora_rank, alpha=cfg.lora_alpha, steps=self.global_step, epoch=self.epoch,
-            num_images=self.scan.num_train_images, started_at=self.started_at,
-            finished_at=time.time() if finished else None, tag_frequency=self.scan.tag_frequency,
-            dataset_dirs=self.scan.dataset_dirs, resolution=self.resolution,
+        alphas = [float(m.alpha) for m in self.network.layers if m.kind != "conv3x3"]
+        meta = build_metadata(
+            cfg, self.kind, rank=cfg.lora_rank, alpha=max(set(alphas), key=alphas.count) if alphas else cfg.lora_alpha,
+            steps=self.global_step, epoch=self.epoch, num_images=self.scan.num_train_images,
+            started_at=self.started_at, finished_at=time.time() if finished else None,
+            tag_frequency=self.scan.tag_frequency, dataset_dirs=self.scan.dataset_dirs, resolution=self.resolution,
             base_model_name=os.path.basename(os.fspath(cfg.base_model)))
+        meta["ss_max_train_steps"] = str(self.total_steps)
+        meta["ss_v_parameterization"] = str(self.v_prediction)
+        if self.v_prediction:
+            meta["modelspec.prediction_type"] = "v"
+        return meta
 
     def _write_lora(self, path, finished=False):
         save_lora(path, self.network.lora_state_dict(), self._metadata(finished), self.cfg.save_precision)
@@ -385,10 +439,11 @@ class _Trainer:
         cfg = self.cfg
         state = {"epoch": self.epoch, "batch_index": self.batch_index, "config": cfg.to_dict(),
                  "base_model_kind": self.kind, "started_at": self.started_at, "total_steps": self.total_steps,
-                 "finished": finished}
+                 "finished": finished, "run_id": self.run_id, "dataset": self.dataset_fingerprint}
         path = save_checkpoint(cfg.output_dir, self.global_step, "%s-step%06d.safetensors" % (
             cfg.output_name, self.global_step), lambda p: self._write_lora(p, finished), self.network,
             self.optimizer, self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
+        self.saved_step = self.global_step
         self.checkpoints.append(path)
         self.cb.call("on_checkpoint", path, self.global_step)
         return path
@@ -439,6 +494,11 @@ class _Trainer:
                             seen += 1
                         if seen == 0:
                             continue  # every image of these batches failed to load
+                        if seen < accum:  # some micro-batches failed: average over those that ran
+                            for g in self.optimizer.param_groups:
+                                for p in g["params"]:
+                                    if p.grad is not None:
+                                        p.grad.mul_(accum / seen)
                         grad_norm = self._optimizer_step()
                         self.global_step += 1
                         last_loss = total_loss / seen
@@ -472,7 +532,7 @@ class _Trainer:
                                 and self.global_step < self.total_steps:
                             last_good = self._checkpoint()
                         if stop.set or self.cb.should_stop():
-                            path = self._checkpoint()
+                            path = self.checkpoints[-1] if self.saved_step == self.global_step else self._checkpoint()
                             raise TrainingInterrupted(
                                 "stopped at step %d; checkpoint saved to %s. Run the same command again to resume."
                                 % (self.global_step, path), path, self.global_step)
@@ -518,7 +578,3 @@ class _Trainer:
         paths = generate_samples(self, writer)
         self.cb.call("on_log", {"samples": paths})
 
-
-def latest_checkpoint(output_dir):
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None

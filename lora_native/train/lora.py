@@ -1,4 +1,8 @@
-"""LoRA modules injected into a frozen model: y = W x + (alpha / r) * up(down(dropout(x))).
+"""LoRA modules injected into a frozen model: y = W x + (alpha / r) * up(dropout(down(x))).
+
+Dropout follows sd-scripts' `network_dropout`: it drops rank features (the output of down), so
+the same value regularises the same way it does there. Its random mask comes from the network's
+own generator, reseeded by the trainer every step, never from torch's global RNG.
 
 A LoRA module keeps its weights under kohya names (`<key>.lora_down.weight`,
 `<key>.lora_up.weight`, `<key>.alpha`), so its state dict is the file format. The wrapped
@@ -8,7 +12,8 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from ..errors import UsageError
 
 
 class LoRAModule(nn.Module):
@@ -38,12 +43,9 @@ class LoRAModule(nn.Module):
         self.register_buffer("alpha", torch.tensor(float(alpha)))
         self._scale = float(alpha) / self.rank  # a Python float: no tensor read per forward
         self.multiplier = 1.0
+        self.generator = None  # set by LoRANetwork.set_dropout_generator
         self._org = [org]  # a list, so the frozen module is not registered as a child
         self._org_forward = None
-
-    @property
-    def scale(self):
-        return self._scale
 
     def set_alpha(self, alpha):
         self.alpha.fill_(float(alpha))
@@ -64,11 +66,13 @@ class LoRAModule(nn.Module):
         if self.multiplier == 0.0:
             return y
         h = x
-        if self.dropout and self.training:
-            h = F.dropout(h, p=self.dropout)
         if h.dtype != self.lora_down.weight.dtype and not torch.is_autocast_enabled(h.device.type):
             h = h.to(self.lora_down.weight.dtype)
-        h = self.lora_up(self.lora_down(h))
+        h = self.lora_down(h)
+        if self.dropout and self.training:
+            keep = torch.rand(h.shape, generator=self.generator, device=h.device) >= self.dropout
+            h = h * keep.to(h.dtype) / (1.0 - self.dropout)
+        h = self.lora_up(h)
         if h.dtype != y.dtype:
             h = h.to(y.dtype)
         return torch.add(y, h, alpha=self.multiplier * self._scale)
@@ -101,9 +105,9 @@ class LoRANetwork(nn.Module):
         for m in self.layers:
             m.remove()
 
-    def set_multiplier(self, value):
+    def set_dropout_generator(self, generator):
         for m in self.layers:
-            m.multiplier = value
+            m.generator = generator
 
     def parameters_of(self, component_prefix):
         """Trainable parameters of the adapters on one component ("unet", "te")."""
@@ -125,8 +129,18 @@ class LoRANetwork(nn.Module):
         unknown = sorted({k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in tensors}
                          - own)
         if unknown:
-            raise ValueError("%s has %d LoRA module(s) this model has no target for, e.g. %s (a LoRA for another "
-                             "base model, or trained with conv layers?)" % (source, len(unknown), unknown[0]))
+            te = [k for k in unknown if k.startswith("lora_te")]
+            conv = [k for k in unknown if (tensors.get(k + ".lora_down.weight") is not None
+                                           and tensors[k + ".lora_down.weight"].ndim == 4
+                                           and tuple(tensors[k + ".lora_down.weight"].shape[2:]) != (1, 1))]
+            if te and len(te) == len(unknown):
+                hint = "it also holds text-encoder adapters: set train_text_encoder: true to train them"
+            elif conv:
+                hint = "it holds conv (LoCon) adapters: set conv_lora: true (and its conv_dim)"
+            else:
+                hint = "is it a LoRA for another base model (SD1.5 vs SDXL)?"
+            raise UsageError("%s has %d LoRA module(s) this network has none of, e.g. %s; %s"
+                             % (source, len(unknown), unknown[0], hint))
         with torch.no_grad():
             for m in self.layers:
                 for name, param in (("lora_down.weight", m.lora_down.weight), ("lora_up.weight", m.lora_up.weight)):
@@ -134,7 +148,7 @@ class LoRANetwork(nn.Module):
                     if t is None:
                         continue
                     if tuple(t.shape) != tuple(param.shape):
-                        raise ValueError("%s: %s.%s has shape %s, this network needs %s (different rank?)"
+                        raise UsageError("%s: %s.%s has shape %s, this network needs %s (different rank?)"
                                          % (source, m.key, name, tuple(t.shape), tuple(param.shape)))
                     param.copy_(t.to(param.dtype))
                 a = tensors.get(m.key + ".alpha")

@@ -11,10 +11,6 @@ class NoiseSchedule:
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0).float().to(device)
         self.steps = steps
 
-    def to(self, device):
-        self.alphas_cumprod = self.alphas_cumprod.to(device)
-        return self
-
     def _coef(self, t, ndim):
         a = self.alphas_cumprod[t].float()
         shape = (-1,) + (1,) * (ndim - 1)

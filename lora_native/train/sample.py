@@ -36,7 +36,7 @@ def sample_images(base, schedule, prompts, size, seed, v_prediction, device, dty
         cond, pooled = encode_text(base.kind, base.text_encoders, base.tokenizers, [prompt, ""], clip_skip, device)
         added = None
         if base.kind == "sdxl":
-            ids = time_ids([(w, h)] * 2, [(0, 0)] * 2, [(w, h)] * 2, device, cond.dtype)
+            ids = time_ids([(w, h)] * 2, [(0, 0)] * 2, [(w, h)] * 2, device)
             added = {"text_embeds": pooled, "time_ids": ids}
         for k, t in enumerate(ts):
             a_t = a[t]
@@ -65,7 +65,7 @@ def generate_samples(trainer, writer=None):
     trainer.network.eval()
     try:
         images = sample_images(trainer.base, trainer.schedule, prompts, trainer.resolution, cfg.seed,
-                               cfg.v_parameterization, trainer.device, trainer.weight_dtype, cfg.clip_skip)
+                               trainer.v_prediction, trainer.device, trainer.weight_dtype, cfg.clip_skip)
     finally:
         trainer.network.train()
     paths = []

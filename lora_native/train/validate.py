@@ -35,7 +35,7 @@ def evaluation_loss(base, samples, buckets, seed=0, timesteps=DEFAULT_TIMESTEPS,
             if base.kind == "sdxl":
                 ids = time_ids([(samples[i].width, samples[i].height) for i in kept],
                                [crop_top_left(buckets[i][1]) for i in kept], [tuple(buckets[i][0]) for i in kept],
-                               device, hidden.dtype)
+                               device)
                 added = {"text_embeds": pooled, "time_ids": ids}
             for ts in timesteps:
                 noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(
