@@ -7,7 +7,7 @@ from .header import read_header
 
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 _KOHYA_RE = re.compile(r"^(lora_(?:unet|te|te1|te2)_[A-Za-z0-9_]+)\.(lora_down\.weight|lora_up\.weight|alpha)$")
-_COMFY_RE = re.compile(r"^((?:diffusion_model|text_encoders?\.[A-Za-z0-9_]+|clip_[lg])\.[A-Za-z0-9_.]+?)\."
+_COMFY_RE = re.compile(r"^((?:diffusion_model|text_encoders\.[A-Za-z0-9_]+|clip_[lg])\.[A-Za-z0-9_.]+?)\."
                        r"(lora_up\.weight|lora_down\.weight|lora_A\.weight|lora_B\.weight|alpha)$")
 _PEFT_RE = re.compile(r"^((?:unet|text_encoder|text_encoder_2|transformer|base_model\.model)\.[A-Za-z0-9_.]+?)\."
                       r"(lora_A\.weight|lora_B\.weight|lora\.down\.weight|lora\.up\.weight|alpha)$")
