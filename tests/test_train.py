@@ -347,3 +347,40 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tiny, tmp_path):
     assert "resuming from checkpoint-%d" % stopped in r.stderr
     with safe_open(str(out / "sig.safetensors"), "pt") as f:
         assert f.metadata()["ss_steps"] == str(stopped + 2)
+
+
+def test_lr_schedules_with_warmup():
+    from lora_native.train.optim import lr_lambda
+    warm = [lr_lambda("constant_with_warmup", 4, 20)(s) for s in range(6)]
+    assert warm == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [lr_lambda("constant", 4, 20)(s) for s in (0, 10)] == [1.0, 1.0]
+    lin = lr_lambda("linear", 0, 10)
+    assert lin(0) == 1.0 and lin(5) == pytest.approx(0.5) and lin(10) == 0.0
+    cos = lr_lambda("cosine", 2, 12)
+    assert cos(0) == 0.5 and cos(2) == pytest.approx(1.0) and cos(7) == pytest.approx(0.5) and cos(12) == 0.0
+    restarts = lr_lambda("cosine_with_restarts", 0, 20, cycles=2)
+    assert restarts(0) == pytest.approx(1.0) and restarts(10) == pytest.approx(1.0) and restarts(5) < 0.6
+
+
+def test_accumulation_sgd_and_bf16_run(tiny, tmp_path):
+    models, data = tiny
+    result = train(tiny_config(models["sd15"], data, tmp_path / "a", max_train_steps=0, epochs=2, batch_size=1,
+                               gradient_accumulation_steps=2, optimizer="sgd", lr_scheduler="cosine",
+                               lr_warmup_steps=1))
+    assert result.steps == 4  # 4 batches of 1 per epoch, 2 per optimizer step, 2 epochs
+    result = train(tiny_config(models["sd15"], data, tmp_path / "b", max_train_steps=2, mixed_precision="bf16"))
+    tensors = load_file(result.lora_path)
+    assert result.steps == 2 and all(torch.isfinite(t.float()).all() for t in tensors.values())
+
+
+def test_resume_from_checkpoint_path_and_latest(tiny, tmp_path):
+    models, data = tiny
+    out = tmp_path / "out"
+    train(tiny_config(models["sd15"], data, out, max_train_steps=4, save_steps=2))
+    r = train(tiny_config(models["sd15"], data, out, max_train_steps=6,
+                          resume_from_checkpoint=str(out / "checkpoint-2")))
+    assert r.steps == 6
+    r = train(tiny_config(models["sd15"], data, out, max_train_steps=7, resume_from_checkpoint="latest"))
+    assert r.steps == 7
+    with pytest.raises(lora_native.LoraNativeError, match="does not exist"):
+        train(tiny_config(models["sd15"], data, out, resume_from_checkpoint=str(out / "checkpoint-99")))
