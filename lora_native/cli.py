@@ -139,7 +139,8 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a LoRA from a YAML config",
                        description="Train a LoRA for SD1.5 or SDXL from a YAML config. Any config key can be given "
                                    "on the command line to override the file: --learning_rate 5e-5 --lora_rank 8.")
-    p.add_argument("--config", required=True, help="YAML config file (see examples/)")
+    p.add_argument("config_file", nargs="?", help="YAML config file (the same as --config)")
+    p.add_argument("--config", help="YAML config file (see examples/)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -164,9 +165,13 @@ def _parse_overrides(extra):
 
 
 def _cmd_train(args):
+    from .errors import UsageError
     from .train.loop import TrainingInterrupted, train
+    config = args.config or args.config_file
+    if not config:
+        raise UsageError("which config? lora-native train --config my.yaml (examples/ has commented ones)")
     try:
-        result = train(args.config, **_parse_overrides(args.overrides))
+        result = train(config, **_parse_overrides(args.overrides))
     except TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
         return 130
