@@ -139,8 +139,7 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a LoRA from a YAML config",
                        description="Train a LoRA for SD1.5 or SDXL from a YAML config. Any config key can be given "
                                    "on the command line to override the file: --learning_rate 5e-5 --lora_rank 8.")
-    p.add_argument("config_file", nargs="?", help="YAML config file (the same as --config)")
-    p.add_argument("--config", help="YAML config file (see examples/)")
+    p.add_argument("--config", help="YAML config file (see examples/); may also be given as the first argument")
     p.set_defaults(func=_cmd_train)
 
 
@@ -167,7 +166,9 @@ def _parse_overrides(extra):
 def _cmd_train(args):
     from .errors import UsageError
     from .train.loop import TrainingInterrupted, train
-    config = args.config or args.config_file
+    config = args.config
+    if not config and args.overrides and not args.overrides[0].startswith("-"):
+        config = args.overrides.pop(0)  # lora-native train my.yaml
     if not config:
         raise UsageError("which config? lora-native train --config my.yaml (examples/ has commented ones)")
     try:

@@ -316,7 +316,7 @@ def test_public_api_and_cli(tiny, tmp_path):
     r = subprocess.run([sys.executable, "-m", "lora_native", "inspect", str(tmp_path / "out" / "cli.safetensors")],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "format:      kohya" in r.stdout and "Stable Diffusion 1.x" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "lora_native", "train", "--config", str(cfg), "--lora_rnak", "2"],
+    r = subprocess.run([sys.executable, "-m", "lora_native", "train", str(cfg), "--lora_rnak", "2"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "did you mean 'lora_rank'" in r.stderr and "Traceback" not in r.stderr
 
