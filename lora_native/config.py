@@ -105,6 +105,9 @@ class Config:
     network_dropout: float = 0.0
     tokenizer_path: Optional[str] = None
     device: str = "auto"                        # auto | cpu | cuda
+    # fused LoRA branch + AdamW from csrc/lora; None: where bench/RESULTS.md shows them faster
+    # (lora_native.ops.native_by_default)
+    native_kernels: Optional[bool] = None
 
     # --- not config keys: where the values came from, for messages
     source: Optional[str] = field(default=None, compare=False)     # the config file, None without one

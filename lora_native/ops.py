@@ -29,6 +29,30 @@ def backend(device):
     return "torch"
 
 
+# Whether training uses the fused branch and AdamW when the config leaves native_kernels unset:
+# per device type, from bench/bench_kernels.py (see bench/RESULTS.md). A GPU default stays off
+# until a GPU run of that benchmark shows the kernels ahead.
+NATIVE_BY_DEFAULT = {"cpu": False, "cuda": False}
+
+
+def native_by_default(device):
+    device = torch.device(device)
+    return NATIVE_BY_DEFAULT.get(device.type, False) and backend(device) != "torch"
+
+
+def why_no_native(device):
+    """Why backend(device) is "torch", in words ("" when it is not)."""
+    device = torch.device(device)
+    if backend(device) != "torch":
+        return ""
+    if device.type == "cuda":
+        info = _native.build_info() if hasattr(_native, "build_info") else {}
+        return "built without CUDA: %s" % (info.get("cuda_off_reason") or "no CUDA kernels in this build")
+    if device.type == "cpu":
+        return "this build of lora_native._native has no LoRA kernels"
+    return "no native kernels for %s devices" % device.type
+
+
 def _threads():
     v = os.environ.get("LORA_NATIVE_THREADS")
     return int(v) if v and v.isdigit() else None
@@ -134,3 +158,147 @@ def _merge_torch(weight, mats, backup):
         delta = d if delta is None else delta.add_(d)
     w2 = weight.view(rows, -1)
     w2.copy_(w2.float().add_(delta))
+
+
+# ---------------------------------------------------------------- fused adapter branch
+
+def _rows(t):
+    return t.numel() // t.shape[-1] if t.dim() else 1
+
+
+class _LoraBranch(torch.autograd.Function):
+    """y_base += scale * (dropout_mask * (x @ down^T)) @ up^T, written into y_base (no [M, out]
+    temporary). Gradients: dx, dy (identity), ddown, dup; mask and scale are constants."""
+
+    @staticmethod
+    def forward(ctx, x, y, down, up, mask, scale):
+        m, n_in, n_out, r = _rows(x), x.shape[-1], y.shape[-1], down.shape[0]
+        xc = x.contiguous()
+        h = torch.empty((m, r), dtype=torch.float32, device=x.device)
+        args = (xc.data_ptr(), DTYPE_CODES[x.dtype], m, n_in, n_out, r, down.data_ptr(), up.data_ptr(),
+                mask.data_ptr() if mask is not None else 0, float(scale), y.data_ptr(), DTYPE_CODES[y.dtype],
+                h.data_ptr())
+        if x.device.type == "cpu":
+            _native.lora_branch_forward(*args, _threads())
+        else:
+            with torch.cuda.device(x.device):
+                _native.lora_branch_forward_cuda(*args, _stream(x.device))
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(xc, down, up, h, mask)
+        ctx.scale = float(scale)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, down, up, h, mask = ctx.saved_tensors
+        gy = gy.contiguous()
+        m, n_in, n_out, r = _rows(x), x.shape[-1], gy.shape[-1], down.shape[0]
+        ddown = torch.empty_like(down)
+        dup = torch.empty_like(up)
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        args = (gy.data_ptr(), DTYPE_CODES[gy.dtype], x.data_ptr(), DTYPE_CODES[x.dtype], m, n_in, n_out, r,
+                down.data_ptr(), up.data_ptr(), h.data_ptr(), mask.data_ptr() if mask is not None else 0,
+                ctx.scale, ddown.data_ptr(), dup.data_ptr(), dx.data_ptr() if dx is not None else 0,
+                DTYPE_CODES[dx.dtype] if dx is not None else 0, 0)
+        if x.device.type == "cpu":
+            _native.lora_branch_backward(*args, _threads())
+        else:
+            with torch.cuda.device(x.device):
+                _native.lora_branch_backward_cuda(*args, _stream(x.device))
+        return (dx, gy, ddown if ctx.needs_input_grad[2] else None, dup if ctx.needs_input_grad[3] else None,
+                None, None)
+
+
+def _branch_torch(x, y, down, up, mask, scale):
+    h = x.to(down.dtype) @ down.t()
+    if mask is not None:
+        h = h * mask.reshape(h.shape)
+    return torch.add(y, (h @ up.t()).to(y.dtype), alpha=scale)
+
+
+def lora_branch(x, y, down, up, scale, mask=None):
+    """y + scale * ((x @ down^T) * mask) @ up^T for a Linear layer's input x [..., in] and output
+    y [..., out]; y is updated in place when the native kernel runs (it must not be needed
+    elsewhere: a Linear's output is not saved for its own backward). down [r, in] and up
+    [out, r] are float32 (master weights); x and y float32/float16/bfloat16; mask (optional,
+    [..., r] float32) is a dropout mask already divided by the keep probability."""
+    if down.dim() != 2 or up.dim() != 2 or down.dtype != torch.float32 or up.dtype != torch.float32:
+        raise TypeError("lora_branch needs 2-D float32 down and up, got %s %s and %s %s"
+                        % (down.dtype, tuple(down.shape), up.dtype, tuple(up.shape)))
+    r, n_in = down.shape
+    n_out = up.shape[0]
+    if up.shape[1] != r:
+        raise ValueError("up %s does not match down %s (rank)" % (tuple(up.shape), tuple(down.shape)))
+    if x.shape[-1] != n_in or y.shape[-1] != n_out or x.shape[:-1] != y.shape[:-1]:
+        raise ValueError("x %s / y %s do not fit a LoRA branch of in=%d, out=%d"
+                         % (tuple(x.shape), tuple(y.shape), n_in, n_out))
+    if mask is not None and (mask.dtype != torch.float32 or mask.numel() != _rows(x) * r):
+        raise ValueError("mask must be float32 with %d x %d elements" % (_rows(x), r))
+    devices = {t.device for t in (x, y, down, up) + ((mask,) if mask is not None else ())}
+    if len(devices) != 1:
+        raise ValueError("lora_branch tensors are on different devices: %s" % sorted(map(str, devices)))
+    how = backend(x.device)
+    if how == "torch" or x.dtype not in DTYPE_CODES or y.dtype not in DTYPE_CODES or not y.is_contiguous() \
+            or x.numel() == 0:
+        return _branch_torch(x, y, down, up, mask, scale)
+    if mask is not None:
+        mask = mask.contiguous()
+    return _LoraBranch.apply(x, y, down.contiguous(), up.contiguous(), mask, float(scale))
+
+
+# ---------------------------------------------------------------- AdamW
+
+class AdamW(torch.optim.Optimizer):
+    """torch.optim.AdamW's update for every float32 tensor of every group in one native call
+    per step (state names as torch's: step, exp_avg, exp_avg_sq, so checkpoints load in either).
+    Parameters on a device without a native kernel are updated by torch.optim's functional
+    AdamW."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        if lr < 0 or eps < 0 or not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0 or weight_decay < 0:
+            raise ValueError("invalid AdamW hyper-parameters: lr=%r betas=%r eps=%r weight_decay=%r"
+                             % (lr, betas, eps, weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        batches = {}  # (device, betas, eps) -> [(param, state, lr, wd)]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                key = (p.device, tuple(group["betas"]), float(group["eps"]))
+                batches.setdefault(key, []).append((p, state, float(group["lr"]), float(group["weight_decay"])))
+        for (device, betas, eps), items in batches.items():
+            native = [it for it in items if it[0].dtype == torch.float32 and it[0].is_contiguous()
+                      and it[0].grad.is_contiguous() and it[0].grad.dtype == torch.float32
+                      and backend(device) != "torch"]
+            chosen = {id(it[0]) for it in native}
+            rest = [it for it in items if id(it[0]) not in chosen]
+            table = []
+            for p, st, lr, wd in native:
+                st["step"] += 1
+                table.append((p.data_ptr(), p.grad.data_ptr(), st["exp_avg"].data_ptr(),
+                              st["exp_avg_sq"].data_ptr(), p.numel(), lr, wd, int(st["step"].item())))
+            if table:
+                if device.type == "cpu":
+                    _native.adamw_step(table, betas[0], betas[1], eps, 1.0, _threads())
+                else:
+                    with torch.cuda.device(device):
+                        _native.adamw_step_cuda(table, betas[0], betas[1], eps, 1.0, _stream(device))
+            for p, st, lr, wd in rest:
+                torch.optim.adamw.adamw([p], [p.grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
+                                        foreach=False, amsgrad=False, beta1=betas[0], beta2=betas[1], lr=lr,
+                                        weight_decay=wd, eps=eps, maximize=False)
+        return loss

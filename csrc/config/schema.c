@@ -87,6 +87,7 @@ static const ln_cfg_key SCHEMA[] = {
      LN_CFG_RULE_NONE},
     {"tokenizer_path", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"device", LN_CFG_ENUM, DEVICE, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"native_kernels", LN_CFG_BOOL, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
 };
 
 /* What users of sd-scripts and the seed articles' neighbours type instead of our names. */

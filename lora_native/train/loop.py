@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import ops
 from ..errors import LoraNativeError, UsageError
 from ..formats.keymap import lora_targets
 from ..formats.kohya import build_metadata, save_lora
@@ -259,6 +260,12 @@ class _Trainer:
         net.to(self.device, torch.float32)
         net.train()
         net.apply_to()
+        self.native_kernels = ops.native_by_default(self.device) if cfg.native_kernels is None else cfg.native_kernels
+        if self.native_kernels and ops.backend(self.device) == "torch":
+            self.warn("native_kernels: this build has no native LoRA kernels for %s (%s); using torch's"
+                      % (self.device, ops.why_no_native(self.device)))
+            self.native_kernels = False
+        net.use_native_kernels(self.native_kernels)
         if cfg.gradient_checkpointing:
             base.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
@@ -272,7 +279,7 @@ class _Trainer:
         te_params = net.parameters_of("te")
         if te_params:
             groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
-        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.weight_decay, native=self.native_kernels)
 
         self.batches_per_epoch = len(train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed, 0))
         if self.batches_per_epoch == 0:

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .. import ops
 from ..errors import UsageError
 
 
@@ -44,6 +45,7 @@ class LoRAModule(nn.Module):
         self._scale = float(alpha) / self.rank  # a Python float: no tensor read per forward
         self.multiplier = 1.0
         self.generator = None  # set by LoRANetwork.set_dropout_generator
+        self.native = False    # fused branch of lora_native.ops (Linear layers only)
         self._org = [org]  # a list, so the frozen module is not registered as a child
         self._org_forward = None
 
@@ -65,6 +67,14 @@ class LoRAModule(nn.Module):
         y = self._org_forward(x)
         if self.multiplier == 0.0:
             return y
+        if self.native and self.kind == "linear":
+            mask = None
+            if self.dropout and self.training:
+                # The same draw as the torch path below: one uniform per rank feature.
+                keep = torch.rand(x.shape[:-1] + (self.rank,), generator=self.generator, device=x.device)
+                mask = (keep >= self.dropout).float().div_(1.0 - self.dropout)
+            return ops.lora_branch(x, y, self.lora_down.weight, self.lora_up.weight,
+                                   self.multiplier * self._scale, mask)
         h = x
         if h.dtype != self.lora_down.weight.dtype and not torch.is_autocast_enabled(h.device.type):
             h = h.to(self.lora_down.weight.dtype)
@@ -104,6 +114,10 @@ class LoRANetwork(nn.Module):
     def remove(self):
         for m in self.layers:
             m.remove()
+
+    def use_native_kernels(self, on):
+        for m in self.layers:
+            m.native = bool(on)
 
     def set_dropout_generator(self, generator):
         for m in self.layers:

@@ -7,7 +7,10 @@ import torch
 from ..errors import UsageError
 
 
-def make_optimizer(name, param_groups, weight_decay):
+def make_optimizer(name, param_groups, weight_decay, native=False):
+    if name == "adamw" and native:
+        from ..ops import AdamW
+        return AdamW(param_groups, weight_decay=weight_decay)
     if name == "adamw":
         # The fused kernel updates every LoRA tensor in one pass (CPU and CUDA, torch >= 2.4);
         # the per-tensor loop is the fallback.
