@@ -5,6 +5,7 @@
 #include "lora_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define ADAMW_CHUNK 16384
@@ -20,6 +21,21 @@ typedef struct {
     float grad_scale;
     int avx2;
 } adamw_job;
+
+/* The shortest decimal that rounds to f, as a double: torch computes 1 - beta etc. from the
+ * Python double the user wrote (0.999), and 1 - 0.999f differs from 1 - 0.999 by 1.3e-5
+ * relative. snprintf and strtod share the locale, so the round trip is consistent. */
+static double decimal_of(float f)
+{
+    char buf[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f)
+            return d;
+    }
+    return f;
+}
 
 static void adamw_scalar(const adamw_consts *c, float gs, float *p, const float *gr, float *m, float *v, int64_t n)
 {
@@ -123,10 +139,10 @@ int ln_adamw_step(const ln_adamw_tensor *tensors, int ntensors, float beta1, flo
     size_t c = 0;
     for (int i = 0; i < ntensors; i++) {
         const ln_adamw_tensor *t = &tensors[i];
-        double lr = t->lr, b1 = beta1, b2 = beta2;
+        double lr = decimal_of(t->lr), b1 = decimal_of(beta1), b2 = decimal_of(beta2);
         double bc1 = 1.0 - pow(b1, (double)t->step), bc2 = 1.0 - pow(b2, (double)t->step);
         adamw_consts *k = &j.consts[i];
-        k->decay = (float)(1.0 - lr * (double)t->weight_decay);
+        k->decay = (float)(1.0 - lr * decimal_of(t->weight_decay));
         k->w1 = (float)(1.0 - b1);
         k->b2 = beta2;
         k->c2 = (float)(1.0 - b2);
