@@ -1,6 +1,6 @@
 /* LoRA kernels: in-place multi-LoRA merge, the fused adapter branch (forward/backward) and a
- * multi-tensor AdamW. CPU versions live in csrc/lora/*.c, CUDA versions (same math, device
- * pointers, the caller's stream) in csrc/lora/*.cu behind LN_WITH_CUDA.
+ * multi-tensor AdamW. CPU versions live in csrc/lora/<name>.c, CUDA versions (same math, device
+ * pointers, the caller's stream) in csrc/lora/<name>.cu behind LN_WITH_CUDA.
  *
  * Conventions
  * - Every matrix is row-major and contiguous. A conv weight [out, in, kh, kw] is the matrix

@@ -75,5 +75,6 @@ int ln_py_register_group(PyObject *m);
 int ln_py_register_pipeline(PyObject *m);
 int ln_py_register_config(PyObject *m);
 int ln_py_register_loader(PyObject *m);
+int ln_py_register_lora(PyObject *m);
 
 #endif
