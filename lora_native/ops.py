@@ -243,7 +243,18 @@ def lora_branch(x, y, down, up, scale, mask=None):
         return _branch_torch(x, y, down, up, mask, scale)
     if mask is not None:
         mask = mask.contiguous()
-    return _LoraBranch.apply(x, y, down.contiguous(), up.contiguous(), mask, float(scale))
+    target = y
+    if y._is_view():
+        # A Linear on a batch of sequences returns a view of its [M, out] matmul result; the
+        # in-place update has to go to that result (autograd refuses to rebase a view here).
+        target = y._base
+        if target._is_view() or target.dim() != 2 or target.shape != (_rows(y), n_out) \
+                or target.data_ptr() != y.data_ptr() or not target.is_contiguous():
+            return _branch_torch(x, y, down, up, mask, scale)
+    if target.is_leaf and target.requires_grad:
+        return _branch_torch(x, y, down, up, mask, scale)
+    out = _LoraBranch.apply(x, target, down.contiguous(), up.contiguous(), mask, float(scale))
+    return out if target is y else out.view(y.shape)
 
 
 # ---------------------------------------------------------------- AdamW
