@@ -304,7 +304,7 @@ inline int gemm(const GemmTerm &term, const GemmTerm *terms_dev, int nterms, int
 
     int64_t splits = 1;
     const int64_t k = term.k;
-    if (!terms_dev && k >= 2 * 512) {
+    if (!terms_dev && k >= 256) {
         int sms = 0;
         int rc = sm_count(&sms, err);
         if (rc != LN_OK)
@@ -312,8 +312,8 @@ inline int gemm(const GemmTerm &term, const GemmTerm *terms_dev, int nterms, int
         int64_t blocks = gx * gy, want = 2 * (int64_t)sms;
         if (blocks < want) {
             splits = (want + blocks - 1) / blocks;
-            if (splits > k / 256)
-                splits = k / 256;  // at least 256 of K per split
+            if (splits > k / 128)
+                splits = k / 128;  // at least 128 of K per split
             if (splits > 64)
                 splits = 64;
             // workspace at most 256 MiB
