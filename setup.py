@@ -152,7 +152,7 @@ class BuildExt(build_ext):
 
     @staticmethod
     def _newest_header():
-        return max(p.stat().st_mtime for p in CSRC.rglob("*.h"))
+        return max(p.stat().st_mtime for pattern in ("*.h", "*.cuh") for p in CSRC.rglob(pattern))
 
 
 def make_extension():

@@ -76,5 +76,7 @@ int ln_py_register_pipeline(PyObject *m);
 int ln_py_register_config(PyObject *m);
 int ln_py_register_loader(PyObject *m);
 int ln_py_register_lora(PyObject *m);
+/* The CUDA LoRA kernels (lora_cuda.c); adds nothing in a build without CUDA. */
+int ln_py_register_lora_cuda(PyObject *m);
 
 #endif

@@ -1,0 +1,242 @@
+/* Glue for the CUDA LoRA kernels (the .cu files in csrc/lora/): merge, fused branch forward/backward and the
+ * multi-tensor AdamW step, on device pointers given as Python ints (torch's tensor.data_ptr())
+ * and a stream given as an int (torch.cuda.current_stream().cuda_stream; 0 = legacy default).
+ * The calls only enqueue work; the GIL is released around them. Without LN_WITH_CUDA this
+ * file registers nothing. */
+#include "glue.h"
+
+#ifdef LN_WITH_CUDA
+
+#include "ln_lora.h"
+
+/* O& converter: int (0 = NULL) or None -> void *. */
+static int ptr_conv(PyObject *obj, void *out)
+{
+    void **p = out;
+    if (obj == Py_None) {
+        *p = NULL;
+        return 1;
+    }
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "expected a pointer as int (tensor.data_ptr()) or None, got %.80s",
+                     Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    void *v = PyLong_AsVoidPtr(obj);
+    if (!v && PyErr_Occurred())
+        return 0;
+    *p = v;
+    return 1;
+}
+
+/* O& converter: dtype code 0 (float32), 1 (float16) or 2 (bfloat16). */
+static int dtype_conv(PyObject *obj, void *out)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred())
+        return 0;
+    if (v < LN_DT_F32 || v > LN_DT_BF16) {
+        PyErr_Format(PyExc_ValueError, "dtype must be 0 (float32), 1 (float16) or 2 (bfloat16), got %ld", v);
+        return 0;
+    }
+    *(ln_dtype *)out = (ln_dtype)v;
+    return 1;
+}
+
+static PyObject *py_lora_merge_cuda(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"w_ptr", "w_dtype", "rows", "cols", "terms", "backup_ptr", "stream", NULL};
+    void *w, *backup, *stream;
+    ln_dtype w_dtype;
+    long long rows, cols;
+    PyObject *terms_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&LLOO&O&:lora_merge_cuda", kwlist, ptr_conv, &w, dtype_conv,
+                                     &w_dtype, &rows, &cols, &terms_obj, ptr_conv, &backup, ptr_conv, &stream))
+        return NULL;
+    PyObject *seq = PySequence_Fast(terms_obj, "terms must be a sequence of (up_ptr, up_dtype, down_ptr, "
+                                               "down_dtype, rank, scale)");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > INT32_MAX) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many terms");
+        return NULL;
+    }
+    ln_lora_term *terms = PyMem_Calloc((size_t)n + 1, sizeof *terms);
+    if (!terms) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *tup = PySequence_Tuple(PySequence_Fast_GET_ITEM(seq, i));
+        long long rank;
+        if (!tup || !PyArg_ParseTuple(tup, "O&O&O&O&Lf;each term is (up_ptr, up_dtype, down_ptr, down_dtype, rank, "
+                                           "scale)",
+                                      ptr_conv, &terms[i].up, dtype_conv, &terms[i].up_dtype, ptr_conv,
+                                      &terms[i].down, dtype_conv, &terms[i].down_dtype, &rank, &terms[i].scale)) {
+            Py_XDECREF(tup);
+            PyMem_Free(terms);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        Py_DECREF(tup);
+        terms[i].rank = rank;
+    }
+    Py_DECREF(seq);
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_lora_merge_cuda(w, w_dtype, rows, cols, terms, (int)n, backup, stream, &err);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(terms);
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_lora_branch_forward_cuda(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"x_ptr", "x_dtype", "m", "in_features", "out_features", "rank", "down_ptr",
+                             "up_ptr", "mask_ptr", "scale", "y_ptr", "y_dtype", "h_ptr", "stream", NULL};
+    void *x, *down, *up, *mask, *y, *h, *stream;
+    ln_dtype x_dtype, y_dtype;
+    long long m, in, out, r;
+    float scale;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&LLLLO&O&O&fO&O&O&O&:lora_branch_forward_cuda", kwlist,
+                                     ptr_conv, &x, dtype_conv, &x_dtype, &m, &in, &out, &r, ptr_conv, &down,
+                                     ptr_conv, &up, ptr_conv, &mask, &scale, ptr_conv, &y, dtype_conv, &y_dtype,
+                                     ptr_conv, &h, ptr_conv, &stream))
+        return NULL;
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_lora_branch_forward_cuda(x, x_dtype, m, in, out, r, down, up, mask, scale, y, y_dtype, h, stream, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_lora_branch_backward_cuda(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"dy_ptr",  "dy_dtype", "x_ptr",     "x_dtype", "m",        "in_features",
+                             "out_features", "rank", "down_ptr", "up_ptr",  "h_ptr",    "mask_ptr",
+                             "scale",   "ddown_ptr", "dup_ptr",  "dx_ptr",  "dx_dtype", "dx_accumulate",
+                             "stream",  NULL};
+    void *dy, *x, *down, *up, *h, *mask, *ddown, *dup, *dx, *stream;
+    ln_dtype dy_dtype, x_dtype, dx_dtype;
+    long long m, in, out, r;
+    float scale;
+    int dx_accumulate;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&O&O&LLLLO&O&O&O&fO&O&O&O&pO&:lora_branch_backward_cuda",
+                                     kwlist, ptr_conv, &dy, dtype_conv, &dy_dtype, ptr_conv, &x, dtype_conv,
+                                     &x_dtype, &m, &in, &out, &r, ptr_conv, &down, ptr_conv, &up, ptr_conv, &h,
+                                     ptr_conv, &mask, &scale, ptr_conv, &ddown, ptr_conv, &dup, ptr_conv, &dx,
+                                     dtype_conv, &dx_dtype, &dx_accumulate, ptr_conv, &stream))
+        return NULL;
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_lora_branch_backward_cuda(dy, dy_dtype, x, x_dtype, m, in, out, r, down, up, h, mask, scale, ddown, dup,
+                                      dx, dx_dtype, dx_accumulate, stream, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_adamw_step_cuda(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"tensors", "beta1", "beta2", "eps", "grad_scale", "stream", NULL};
+    PyObject *tensors_obj;
+    float beta1, beta2, eps, grad_scale;
+    void *stream;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OffffO&:adamw_step_cuda", kwlist, &tensors_obj, &beta1, &beta2,
+                                     &eps, &grad_scale, ptr_conv, &stream))
+        return NULL;
+    PyObject *seq = PySequence_Fast(tensors_obj, "tensors must be a sequence of (param_ptr, grad_ptr, exp_avg_ptr, "
+                                                 "exp_avg_sq_ptr, n, lr, weight_decay, step)");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > INT32_MAX) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many tensors");
+        return NULL;
+    }
+    ln_adamw_tensor *ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
+    if (!ts) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *tup = PySequence_Tuple(PySequence_Fast_GET_ITEM(seq, i));
+        void *param, *grad, *exp_avg, *exp_avg_sq;
+        long long count, step;
+        if (!tup || !PyArg_ParseTuple(tup, "O&O&O&O&LffL;each tensor is (param_ptr, grad_ptr, exp_avg_ptr, "
+                                           "exp_avg_sq_ptr, n, lr, weight_decay, step)",
+                                      ptr_conv, &param, ptr_conv, &grad, ptr_conv, &exp_avg, ptr_conv, &exp_avg_sq,
+                                      &count, &ts[i].lr, &ts[i].weight_decay, &step)) {
+            Py_XDECREF(tup);
+            PyMem_Free(ts);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        Py_DECREF(tup);
+        ts[i].param = param;
+        ts[i].grad = grad;
+        ts[i].exp_avg = exp_avg;
+        ts[i].exp_avg_sq = exp_avg_sq;
+        ts[i].n = count;
+        ts[i].step = step;
+    }
+    Py_DECREF(seq);
+    ln_error err;
+    ln_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ln_adamw_step_cuda(ts, (int)n, beta1, beta2, eps, grad_scale, stream, &err);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(ts);
+    if (rc != LN_OK)
+        return ln_py_raise(self, &err);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef lora_cuda_methods[] = {
+    {"lora_merge_cuda", (PyCFunction)(void (*)(void))py_lora_merge_cuda, METH_VARARGS | METH_KEYWORDS,
+     "lora_merge_cuda(w_ptr, w_dtype, rows, cols, terms, backup_ptr, stream): W += sum scale*up@down on the GPU; "
+     "terms = [(up_ptr, up_dtype, down_ptr, down_dtype, rank, scale)]. Enqueued on `stream`."},
+    {"lora_branch_forward_cuda", (PyCFunction)(void (*)(void))py_lora_branch_forward_cuda,
+     METH_VARARGS | METH_KEYWORDS,
+     "lora_branch_forward_cuda(x_ptr, x_dtype, m, in_features, out_features, rank, down_ptr, up_ptr, mask_ptr, "
+     "scale, y_ptr, y_dtype, h_ptr, stream): h = x@down^T; y += scale*(h*mask)@up^T on the GPU."},
+    {"lora_branch_backward_cuda", (PyCFunction)(void (*)(void))py_lora_branch_backward_cuda,
+     METH_VARARGS | METH_KEYWORDS,
+     "lora_branch_backward_cuda(dy_ptr, dy_dtype, x_ptr, x_dtype, m, in_features, out_features, rank, down_ptr, "
+     "up_ptr, h_ptr, mask_ptr, scale, ddown_ptr, dup_ptr, dx_ptr, dx_dtype, dx_accumulate, stream): gradients "
+     "of the fused branch on the GPU."},
+    {"adamw_step_cuda", (PyCFunction)(void (*)(void))py_adamw_step_cuda, METH_VARARGS | METH_KEYWORDS,
+     "adamw_step_cuda(tensors, beta1, beta2, eps, grad_scale, stream): one torch.optim.AdamW step on fp32 "
+     "device tensors; tensors = [(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, n, lr, weight_decay, step)]."},
+    {NULL, NULL, 0, NULL},
+};
+
+int ln_py_register_lora_cuda(PyObject *m)
+{
+    return PyModule_AddFunctions(m, lora_cuda_methods);
+}
+
+#else
+
+int ln_py_register_lora_cuda(PyObject *m)
+{
+    (void)m;
+    return 0;
+}
+
+#endif
