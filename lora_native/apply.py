@@ -71,6 +71,7 @@ class LoraModule:
     up: torch.Tensor
     down: torch.Tensor
     alpha: float = None
+    _on: dict = field(default_factory=dict, repr=False)   # (device, transposed) -> (up, down)
 
     @property
     def rank(self):
@@ -83,7 +84,7 @@ class LoraModule:
 
     def pair(self, device, transposed=False):
         """(up, down) on `device`, for a [in, out]-stored weight as (down^T, up^T); cached."""
-        cache = self.__dict__.setdefault("_on", {})
+        cache = self._on
         key = (str(device), transposed)
         if key not in cache:
             up, down = self.up, self.down
@@ -441,6 +442,8 @@ class LoraStack:
 
         if kind is not None and kind not in ("sd15", "sdxl"):
             raise UsageError("kind must be 'sd15' or 'sdxl', got %r" % (kind,))
+        if kind is None and getattr(model, "kind", None) in _NAMES:   # our BaseModel knows its kind
+            kind = model.kind
         self.kind = kind or _detect_kind(slots, shape_of)
         self.architecture = architecture or _architecture(self.kind, model, comps)
         self.keymap = key_map(self.kind, self.architecture)
@@ -535,9 +538,10 @@ class LoraStack:
             shape = target.logical_shape(t)
             up, down = module.up, module.down
             ok = up.shape[0] == shape[0] and down[0].numel() == _prod(shape[1:])
+            # A conv down must have the weight's kernel; a 2-D down fits linears and 1x1 convs only.
             if ok and down.dim() == 4:
-                ok = (len(shape) == 4 and tuple(down.shape[1:]) == shape[1:]) or tuple(down.shape[2:]) == (1, 1)
-            elif ok and down.dim() == 2 and len(shape) == 4:
+                ok = tuple(down.shape[1:]) == shape[1:] if len(shape) == 4 else tuple(down.shape[2:]) == (1, 1)
+            elif ok and len(shape) == 4:
                 ok = tuple(shape[2:]) == (1, 1)
             if ok and target.transposed and (up.dim() != 2 or down.dim() != 2):
                 ok = False
@@ -636,11 +640,12 @@ class LoraStack:
     def set(self, entries):
         """Merge exactly these LoRAs: entries of (name|path|LoraFile|state dict, weight) or
         (..., unet weight, te weight); the same file twice adds its weights. Only layers whose
-        (file, scale) terms change are written. Returns (and keeps as `self.report`) an ApplyReport."""
+        (file, scale) terms change are written. A file is known by path, mtime and size; a raw
+        state dict is a new file on every call (load it once with load_lora to switch cheaply). Returns (and keeps as `self.report`) an ApplyReport."""
         report = ApplyReport()
         files = self._entries(entries)
         plan = self._plan(files, report)   # every check before the first write: an error changes nothing
-        keys = sorted(set(plan) | set(self._applied), key=lambda k: k)
+        keys = sorted(set(plan) | set(self._applied))
         changed = [k for k in keys if self._signature(plan.get(k, {})) != self._signature(self._applied.get(k, {}))]
         devices = set()
         with torch.no_grad():
@@ -653,7 +658,8 @@ class LoraStack:
         self._files = {lora.ident: lora for lora, _, _ in files}
         report.touched = len(changed)
         report.layers = len(self._applied)
-        report.unchanged = len([k for k in self._applied if k not in set(changed)])
+        changed_set = set(changed)
+        report.unchanged = len([k for k in self._applied if k not in changed_set])
         self.last_touched = len(changed)
         self.stats["sets"] += 1
         self.stats["touched"] += len(changed)

@@ -233,6 +233,15 @@ def test_original_layout_with_fused_qkv_and_comfy_layout(targets, tmp_path):
     stack.clear()
     assert_equal(params(holder), before)
 
+    # The same file on the BaseModel our loader returns (diffusers components, kind and architecture).
+    from lora_native.train.model import load_base_model
+
+    base_model = load_base_model(ckpt)
+    LoraStack(base_model).set([(path, 0.9)])
+    got = {"unet": base_model.unet, "text_encoder": base_model.text_encoders[0],
+           "text_encoder_2": base_model.text_encoders[1]}
+    assert_close(weights(got), weights({k: ref[k] for k in got}))
+
     # ComfyUI's in-memory names: a flat state dict of diffusion_model.* / clip_g.transformer.*.
     km = keymap.key_map(kind, arch)
     base = tiny_modules(kind)
@@ -296,7 +305,7 @@ def test_switching_touches_only_changed_layers(targets, tmp_path, monkeypatch):
 def test_subtract_mode_stays_within_the_documented_bound(targets, tmp_path):
     kind = "sd15"
     ts = targets[kind]
-    files = [write_kohya(tmp_path / ("%d.safetensors" % i), _lora(ts[i::2], seed=10 + i)) for i in range(2)]
+    files = [write_kohya(tmp_path / ("%d.safetensors" % i), _lora(ts[i::6] + ts[6:12], seed=10 + i)) for i in range(2)]
     for dtype, eps in ((torch.float32, 2.0 ** -24), (torch.float16, 2.0 ** -11)):
         unet = tiny_modules(kind)["unet"]
         flat = {"unet." + k: v.to(dtype) for k, v in unet.state_dict().items()}   # a flat state dict model
