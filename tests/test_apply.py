@@ -2,7 +2,6 @@
 layout, against a float64 reference computed straight from the files; switching, restore,
 subtract mode, and the failure paths."""
 import os
-import time
 
 import pytest
 import torch
