@@ -70,7 +70,8 @@ class LoraTarget:
 class KeyEntry:
     """Where a kohya key lives: the module in the diffusers/transformers model and the weight in
     the original (single-file) layout; `original_rows` is the (start, stop) row block of a fused
-    q/k/v weight (SDXL OpenCLIP), else None."""
+    q/k/v weight (SDXL OpenCLIP), else None; `original_transposed`: the original weight is stored
+    [in, out] (OpenCLIP's `text_projection`), so a delta lands on it transposed."""
     key: str
     component: str
     module_path: str
@@ -78,6 +79,7 @@ class KeyEntry:
     original_key: str
     original_rows: Optional[tuple] = None
     comfy_key: str = ""   # ComfyUI's in-memory weight: diffusion_model.<ldm>, clip_l/clip_g.transformer.<hf>
+    original_transposed: bool = False
 
 
 def _module_kind(module):
@@ -186,14 +188,14 @@ class KeyMap:
                 got = ldm.text_encoder_weight_to_original(name, path, kind)
                 if got is None:
                     continue
-                original, row, _ = got
+                original, row, op = got
                 rows = None
                 if row is not None:
                     width = module.weight.shape[0]
                     rows = (row * width, (row + 1) * width)
                 comfy = "clip_g" if component == "te2" else "clip_l"
                 self.entries[key] = KeyEntry(key, component, path, "linear", original, rows,
-                                             "%s.transformer.%s.weight" % (comfy, hf))
+                                             "%s.transformer.%s.weight" % (comfy, hf), op == "transpose")
                 names = [name + "." + hf, "text_encoders.%s.transformer.%s" % (comfy, hf)]
                 if kind == "sd15":
                     names.append("lora_te1_" + hf.replace(".", "_"))
