@@ -613,7 +613,10 @@ class LoraStack:
             return False
         backup = self._backups.get(key)
         if backup is not None:
-            t.copy_(backup, non_blocking=True)
+            if backup.device == t.device and t.is_contiguous():
+                ops.copy_(t, backup)
+            else:
+                t.copy_(backup, non_blocking=True)
             if not new:
                 del self._backups[key]   # back to the original: nothing left to restore
                 return False

@@ -146,6 +146,23 @@ def merge_(weight, terms, backup=None):
     return weight
 
 
+def copy_(dst, src):
+    """dst[...] = src for two contiguous tensors of one shape, dtype and device. On the CPU the
+    copy runs on the native threads: a torch copy between native merges leaves torch's OpenMP
+    workers spinning on the cores the next merge needs (measured: a restore-and-merge switch
+    took twice as long)."""
+    if dst.shape != src.shape or dst.dtype != src.dtype or dst.device != src.device \
+            or not dst.is_contiguous() or not src.is_contiguous():
+        raise ValueError("copy_ needs two contiguous tensors of one shape, dtype and device")
+    if backend(dst.device) != "native-cpu" or dst.dtype not in DTYPE_CODES or dst.numel() == 0:
+        return dst.copy_(src)
+    rows = dst.shape[0] if dst.dim() else 1
+    # A merge of no terms writes only its backup: the source, unchanged.
+    _native.lora_merge(src.data_ptr(), DTYPE_CODES[src.dtype], rows, dst.numel() // rows, [], dst.data_ptr(),
+                       _threads())
+    return dst
+
+
 def _merge_torch(weight, mats, backup):
     rows = weight.shape[0]
     if backup is not None:

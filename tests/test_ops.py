@@ -187,3 +187,14 @@ def test_adamw_skips_params_without_grad_and_rejects_bad_hparams():
     assert torch.equal(p, torch.zeros(3)) and not opt.state
     with pytest.raises(ValueError, match="hyper-parameters"):
         ops.AdamW([p], lr=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_copy_is_exact_and_checked(dtype):
+    src = torch.randn(13, 7, 3, 3).to(dtype)
+    dst = torch.zeros_like(src)
+    assert ops.copy_(dst, src) is dst and torch.equal(dst, src)
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.copy_(torch.zeros(7, 13).t(), torch.zeros(13, 7))
+    with pytest.raises(ValueError):
+        ops.copy_(dst, src.float() if dtype != torch.float32 else src.half())
