@@ -481,15 +481,18 @@ def test_cuda_argument_errors_before_any_device_call():
     with pytest.raises(ValueError, match="dtype"):
         _native.lora_merge_cuda(0, 3, 0, 0, [], 0, 0)
     with pytest.raises(ValueError, match="rank"):
-        _native.lora_merge_cuda(0, 0, 0, 5, [(0, 0, 0, 0, 0, 1.0)], 0, 0)
+        _native.lora_merge_cuda(0, 0, 0, 5, [(16, 0, 16, 0, 0, 1.0)], 0, 0)
     with pytest.raises(ValueError, match="shape"):
         _native.lora_branch_forward_cuda(0, 0, 1, 0, 1, 1, 0, 0, 0, 1.0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="betas"):
         _native.adamw_step_cuda([], 1.5, 0.999, 1e-8, 1.0, 0)
     with pytest.raises(ValueError, match="step"):
-        _native.adamw_step_cuda([(0, 0, 0, 0, 0, 1e-3, 0.0, 0)], 0.9, 0.999, 1e-8, 1.0, 0)
+        _native.adamw_step_cuda([(16, 16, 16, 16, 0, 1e-3, 0.0, 0)], 0.9, 0.999, 1e-8, 1.0, 0)
     with pytest.raises(TypeError):
         _native.lora_merge_cuda("not a pointer", 0, 0, 0, [], 0, 0)
     # nothing to do: no device call at all
     _native.lora_merge_cuda(0, 0, 0, 0, [], 0, 0)
-    _native.adamw_step_cuda([(0, 0, 0, 0, 0, 1e-3, 0.0, 1)], 0.9, 0.999, 1e-8, 1.0, 0)
+    _native.adamw_step_cuda([(16, 16, 16, 16, 0, 1e-3, 0.0, 1)], 0.9, 0.999, 1e-8, 1.0, 0)
+    # the tables are parsed by the glue the CPU functions share: null pointers are refused there
+    with pytest.raises(ValueError, match="up_ptr"):
+        _native.lora_merge_cuda(0, 0, 0, 5, [(0, 0, 16, 0, 1, 1.0)], 0, 0)

@@ -15,6 +15,7 @@
 #include "ln_decode.h"
 #include "ln_geometry.h"
 #include "ln_image.h"
+#include "ln_lora.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
  * `module` is the _native module (the `self` of every module function). */
@@ -76,6 +77,11 @@ int ln_py_register_pipeline(PyObject *m);
 int ln_py_register_config(PyObject *m);
 int ln_py_register_loader(PyObject *m);
 int ln_py_register_lora(PyObject *m);
+/* The tables the CPU and CUDA LoRA functions share (lora.c): a sequence of (up_ptr, up_dtype,
+ * down_ptr, down_dtype, rank, scale) / (param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, n, lr,
+ * weight_decay, step) tuples -> a PyMem array the caller frees; -1 with an exception set. */
+int ln_py_lora_terms(PyObject *obj, ln_lora_term **out, Py_ssize_t *count);
+int ln_py_adamw_tensors(PyObject *obj, ln_adamw_tensor **out, Py_ssize_t *count);
 /* The CUDA LoRA kernels (lora_cuda.c); adds nothing in a build without CUDA. */
 int ln_py_register_lora_cuda(PyObject *m);
 

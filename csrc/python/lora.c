@@ -37,35 +37,23 @@ static int dtype_arg(int v, const char *name, ln_dtype *out)
     return 0;
 }
 
-static PyObject *py_lora_merge(PyObject *self, PyObject *args, PyObject *kwargs)
+int ln_py_lora_terms(PyObject *terms_obj, ln_lora_term **out, Py_ssize_t *count)
 {
-    static char *kwlist[] = {"w_ptr", "w_dtype", "rows", "cols", "terms", "backup_ptr", "threads", NULL};
-    PyObject *w_obj, *terms_obj, *backup_obj, *threads_obj = Py_None;
-    int w_dt;
-    long long rows, cols;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiLLOO|O:lora_merge", kwlist, &w_obj, &w_dt, &rows, &cols,
-                                     &terms_obj, &backup_obj, &threads_obj))
-        return NULL;
-    void *w, *backup;
-    ln_dtype wdt = LN_DT_F32;
-    int threads;
-    if (ptr_arg(w_obj, "w_ptr", 1, &w) < 0 || ptr_arg(backup_obj, "backup_ptr", 0, &backup) < 0 ||
-        dtype_arg(w_dt, "w_dtype", &wdt) < 0 || ln_py_threads_arg(threads_obj, &threads) < 0)
-        return NULL;
     PyObject *seq = PySequence_Fast(terms_obj, "terms must be a sequence of (up_ptr, up_dtype, down_ptr, "
                                                "down_dtype, rank, scale) tuples");
     if (!seq)
-        return NULL;
+        return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (n > INT_MAX) {
         Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "lora_merge: too many terms");
-        return NULL;
+        PyErr_SetString(PyExc_ValueError, "too many terms");
+        return -1;
     }
     ln_lora_term *terms = PyMem_Calloc((size_t)n + 1, sizeof *terms);
     if (!terms) {
         Py_DECREF(seq);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *up_obj, *down_obj;
@@ -92,6 +80,80 @@ static PyObject *py_lora_merge(PyObject *self, PyObject *args, PyObject *kwargs)
         terms[i].scale = scale;
     }
     Py_DECREF(seq);
+    *out = terms;
+    *count = n;
+    return 0;
+fail:
+    Py_DECREF(seq);
+    PyMem_Free(terms);
+    return -1;
+}
+
+int ln_py_adamw_tensors(PyObject *tensors_obj, ln_adamw_tensor **out, Py_ssize_t *count)
+{
+    PyObject *seq = PySequence_Fast(tensors_obj, "tensors must be a sequence of (param_ptr, grad_ptr, exp_avg_ptr, "
+                                                 "exp_avg_sq_ptr, n, lr, weight_decay, step) tuples");
+    if (!seq)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > INT_MAX) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many tensors");
+        return -1;
+    }
+    ln_adamw_tensor *ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
+    if (!ts) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *po, *go, *mo, *vo;
+        long long cnt, step;
+        float lr, wd;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "OOOOLffL", &po, &go, &mo, &vo, &cnt, &lr, &wd, &step)) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "tensors[%zd] must be a tuple (param_ptr, grad_ptr, exp_avg_ptr, "
+                                              "exp_avg_sq_ptr, n, lr, weight_decay, step)", i);
+            }
+            goto fail;
+        }
+        void *p, *g, *m, *v;
+        if (ptr_arg(po, "param_ptr", 1, &p) < 0 || ptr_arg(go, "grad_ptr", 1, &g) < 0 ||
+            ptr_arg(mo, "exp_avg_ptr", 1, &m) < 0 || ptr_arg(vo, "exp_avg_sq_ptr", 1, &v) < 0)
+            goto fail;
+        ts[i] = (ln_adamw_tensor){p, g, m, v, (int64_t)cnt, lr, wd, (int64_t)step};
+    }
+    Py_DECREF(seq);
+    *out = ts;
+    *count = n;
+    return 0;
+fail:
+    Py_DECREF(seq);
+    PyMem_Free(ts);
+    return -1;
+}
+
+static PyObject *py_lora_merge(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"w_ptr", "w_dtype", "rows", "cols", "terms", "backup_ptr", "threads", NULL};
+    PyObject *w_obj, *terms_obj, *backup_obj, *threads_obj = Py_None;
+    int w_dt;
+    long long rows, cols;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiLLOO|O:lora_merge", kwlist, &w_obj, &w_dt, &rows, &cols,
+                                     &terms_obj, &backup_obj, &threads_obj))
+        return NULL;
+    void *w, *backup;
+    ln_dtype wdt = LN_DT_F32;
+    int threads;
+    if (ptr_arg(w_obj, "w_ptr", 1, &w) < 0 || ptr_arg(backup_obj, "backup_ptr", 0, &backup) < 0 ||
+        dtype_arg(w_dt, "w_dtype", &wdt) < 0 || ln_py_threads_arg(threads_obj, &threads) < 0)
+        return NULL;
+    ln_lora_term *terms;
+    Py_ssize_t n;
+    if (ln_py_lora_terms(terms_obj, &terms, &n) < 0)
+        return NULL;
     ln_settings settings;
     ln_settings_from_env(&settings); /* under the GIL */
     ln_error err;
@@ -104,10 +166,6 @@ static PyObject *py_lora_merge(PyObject *self, PyObject *args, PyObject *kwargs)
     if (rc != LN_OK)
         return ln_py_raise(self, &err);
     Py_RETURN_NONE;
-fail:
-    Py_DECREF(seq);
-    PyMem_Free(terms);
-    return NULL;
 }
 
 static PyObject *py_lora_branch_forward(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -194,40 +252,10 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kwargs)
     int threads;
     if (ln_py_threads_arg(threads_obj, &threads) < 0)
         return NULL;
-    PyObject *seq = PySequence_Fast(tensors_obj, "tensors must be a sequence of (param_ptr, grad_ptr, exp_avg_ptr, "
-                                                 "exp_avg_sq_ptr, n, lr, weight_decay, step) tuples");
-    if (!seq)
+    ln_adamw_tensor *ts;
+    Py_ssize_t n;
+    if (ln_py_adamw_tensors(tensors_obj, &ts, &n) < 0)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > INT_MAX) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "adamw_step: too many tensors");
-        return NULL;
-    }
-    ln_adamw_tensor *ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
-    if (!ts) {
-        Py_DECREF(seq);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *po, *go, *mo, *vo;
-        long long cnt, step;
-        float lr, wd;
-        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "OOOOLffL", &po, &go, &mo, &vo, &cnt, &lr, &wd, &step)) {
-            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "tensors[%zd] must be a tuple (param_ptr, grad_ptr, exp_avg_ptr, "
-                                              "exp_avg_sq_ptr, n, lr, weight_decay, step)", i);
-            }
-            goto fail;
-        }
-        void *p, *g, *m, *v;
-        if (ptr_arg(po, "param_ptr", 1, &p) < 0 || ptr_arg(go, "grad_ptr", 1, &g) < 0 ||
-            ptr_arg(mo, "exp_avg_ptr", 1, &m) < 0 || ptr_arg(vo, "exp_avg_sq_ptr", 1, &v) < 0)
-            goto fail;
-        ts[i] = (ln_adamw_tensor){p, g, m, v, (int64_t)cnt, lr, wd, (int64_t)step};
-    }
-    Py_DECREF(seq);
     ln_settings settings;
     ln_settings_from_env(&settings);
     ln_error err;
@@ -240,10 +268,6 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kwargs)
     if (rc != LN_OK)
         return ln_py_raise(self, &err);
     Py_RETURN_NONE;
-fail:
-    Py_DECREF(seq);
-    PyMem_Free(ts);
-    return NULL;
 }
 
 static PyMethodDef lora_methods[] = {

@@ -53,37 +53,10 @@ static PyObject *py_lora_merge_cuda(PyObject *self, PyObject *args, PyObject *kw
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&LLOO&O&:lora_merge_cuda", kwlist, ptr_conv, &w, dtype_conv,
                                      &w_dtype, &rows, &cols, &terms_obj, ptr_conv, &backup, ptr_conv, &stream))
         return NULL;
-    PyObject *seq = PySequence_Fast(terms_obj, "terms must be a sequence of (up_ptr, up_dtype, down_ptr, "
-                                               "down_dtype, rank, scale)");
-    if (!seq)
+    ln_lora_term *terms;
+    Py_ssize_t n;
+    if (ln_py_lora_terms(terms_obj, &terms, &n) < 0)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > INT32_MAX) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "too many terms");
-        return NULL;
-    }
-    ln_lora_term *terms = PyMem_Calloc((size_t)n + 1, sizeof *terms);
-    if (!terms) {
-        Py_DECREF(seq);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *tup = PySequence_Tuple(PySequence_Fast_GET_ITEM(seq, i));
-        long long rank;
-        if (!tup || !PyArg_ParseTuple(tup, "O&O&O&O&Lf;each term is (up_ptr, up_dtype, down_ptr, down_dtype, rank, "
-                                           "scale)",
-                                      ptr_conv, &terms[i].up, dtype_conv, &terms[i].up_dtype, ptr_conv,
-                                      &terms[i].down, dtype_conv, &terms[i].down_dtype, &rank, &terms[i].scale)) {
-            Py_XDECREF(tup);
-            PyMem_Free(terms);
-            Py_DECREF(seq);
-            return NULL;
-        }
-        Py_DECREF(tup);
-        terms[i].rank = rank;
-    }
-    Py_DECREF(seq);
     ln_error err;
     ln_error_clear(&err);
     int rc;
@@ -158,43 +131,10 @@ static PyObject *py_adamw_step_cuda(PyObject *self, PyObject *args, PyObject *kw
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OffffO&:adamw_step_cuda", kwlist, &tensors_obj, &beta1, &beta2,
                                      &eps, &grad_scale, ptr_conv, &stream))
         return NULL;
-    PyObject *seq = PySequence_Fast(tensors_obj, "tensors must be a sequence of (param_ptr, grad_ptr, exp_avg_ptr, "
-                                                 "exp_avg_sq_ptr, n, lr, weight_decay, step)");
-    if (!seq)
+    ln_adamw_tensor *ts;
+    Py_ssize_t n;
+    if (ln_py_adamw_tensors(tensors_obj, &ts, &n) < 0)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > INT32_MAX) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "too many tensors");
-        return NULL;
-    }
-    ln_adamw_tensor *ts = PyMem_Calloc((size_t)n + 1, sizeof *ts);
-    if (!ts) {
-        Py_DECREF(seq);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *tup = PySequence_Tuple(PySequence_Fast_GET_ITEM(seq, i));
-        void *param, *grad, *exp_avg, *exp_avg_sq;
-        long long count, step;
-        if (!tup || !PyArg_ParseTuple(tup, "O&O&O&O&LffL;each tensor is (param_ptr, grad_ptr, exp_avg_ptr, "
-                                           "exp_avg_sq_ptr, n, lr, weight_decay, step)",
-                                      ptr_conv, &param, ptr_conv, &grad, ptr_conv, &exp_avg, ptr_conv, &exp_avg_sq,
-                                      &count, &ts[i].lr, &ts[i].weight_decay, &step)) {
-            Py_XDECREF(tup);
-            PyMem_Free(ts);
-            Py_DECREF(seq);
-            return NULL;
-        }
-        Py_DECREF(tup);
-        ts[i].param = param;
-        ts[i].grad = grad;
-        ts[i].exp_avg = exp_avg;
-        ts[i].exp_avg_sq = exp_avg_sq;
-        ts[i].n = count;
-        ts[i].step = step;
-    }
-    Py_DECREF(seq);
     ln_error err;
     ln_error_clear(&err);
     int rc;
