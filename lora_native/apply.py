@@ -696,3 +696,35 @@ def _prod(shape):
     for d in shape:
         n *= d
     return n
+
+
+# ---------------------------------------------------------------- kohya names for other loaders
+
+_KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_prior_unet_")
+
+
+def is_kohya_named(tensors):
+    """True when every LoRA tensor already has a kohya name (what A1111/ComfyUI loaders read)."""
+    names = [k for k in tensors if _role(split_lora_key(k)[1]) is not None]
+    return bool(names) and all(k.startswith(_KOHYA_PREFIXES) for k in names)
+
+
+def kohya_state_dict(source, kind=None):
+    """(state dict with kohya names, [file names no module has]) for a kohya, ComfyUI-native or
+    diffusers/PEFT LoRA: for loaders that only read kohya names (ComfyUI's load_lora_for_models).
+    kind: "sd15" | "sdxl"; when neither the argument nor the file tells, the one that names
+    more of the file's modules is taken."""
+    lora = source if isinstance(source, LoraFile) else load_lora(source, kind=kind)
+    kinds = [kind or lora.kind] if (kind or lora.kind) else ["sd15", "sdxl"]
+    best = None
+    for k in kinds:
+        resolved = lora.resolve(key_map(k))
+        if best is None or len(resolved.modules) > len(best.modules):
+            best = resolved
+    out = {}
+    for key, module in best.modules.items():
+        out[key + ".lora_down.weight"] = module.down
+        out[key + ".lora_up.weight"] = module.up
+        if module.alpha is not None:
+            out[key + ".alpha"] = torch.tensor(float(module.alpha))
+    return out, list(best.unmatched)

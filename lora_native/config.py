@@ -187,6 +187,17 @@ def load_config(path, overrides=None):
     return _build(typed, origins, path, path)
 
 
+def config_file_keys(path):
+    """The keys a YAML config file sets (syntax checked, values not): hosts fill in the rest."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("cannot read the config file: %s" % (e.strerror or e), path=path) from None
+    return set(_native.config_parse(text, path))
+
+
 def _raise_all(errors):
     if errors:
         first = errors[0]
