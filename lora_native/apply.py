@@ -1,7 +1,7 @@
 """Apply LoRA files to a loaded model in place: `W += sum_i w_i * (alpha_i / r_i) * up_i @ down_i`.
 
     stack = LoraStack(model, lora_dirs=["models/Lora"])
-    stack.set([("style_a", 0.8), ("char_b", 0.6, 0.4)])   # <lora:char_b:0.6:0.4>: UNet 0.6, TE 0.4
+    stack.set([("style_a", 0.8), ("char_b", 0.6, 0.4)])   # <lora:char_b:0.4:0.6>: UNet 0.6, TE 0.4
     stack.set([("style_a", 0.8)])                         # re-touches only char_b's layers
     stack.clear()                                         # the original weights, bit for bit
 

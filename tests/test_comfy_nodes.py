@@ -199,3 +199,26 @@ def test_prompt_without_tags_encodes_as_is(comfy):
     clip = comfy_stub.FakeClip()
     _, clip2, cond = _node(comfy, "LoraNativePromptWithTags").encode(comfy_stub.FakeModel(), clip, "plain text")
     assert clip2 is clip and clip.encoded == ["plain text"] and comfy.sd.lora_calls == []
+
+
+@pytest.mark.parametrize("name", ["clean_and_train_api.json", "prompt_with_tags_api.json"])
+def test_example_workflows_match_the_declarations(comfy, name):
+    import json
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "examples", "comfyui", name)) as f:
+        prompt = json.load(f)
+    ours = comfy.nodes.NODE_CLASS_MAPPINGS
+    core = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage"}
+    for node_id, node in prompt.items():
+        cls = node["class_type"]
+        assert cls in ours or cls in core, cls
+        for value in node["inputs"].values():
+            if isinstance(value, list):  # a link: [source node id, output index]
+                assert value[0] in prompt
+                src = prompt[value[0]]["class_type"]
+                if src in ours:
+                    assert value[1] < len(ours[src].RETURN_TYPES)
+        if cls in ours:
+            spec = ours[cls].INPUT_TYPES()
+            assert set(spec["required"]) <= set(node["inputs"]), (node_id, cls)
+            assert set(node["inputs"]) <= set(spec["required"]) | set(spec.get("optional", {})), (node_id, cls)
