@@ -30,7 +30,9 @@ def _lora_state_dict(lora_name):
 
     path = _folder_paths().get_full_path_or_raise("loras", lora_name)
     tensors = comfy.utils.load_torch_file(path, safe_load=True)
-    if is_kohya_named(tensors) or any(k.startswith(("diffusion_model.", "text_encoders.")) for k in tensors):
+    # Names ComfyUI reads itself (kohya, its own, LyCORIS in kohya names) pass untouched.
+    if is_kohya_named(tensors) or any(k.startswith(("lora_unet_", "lora_te", "diffusion_model.", "text_encoders."))
+                                      for k in tensors):
         return tensors
     converted, unmatched = kohya_state_dict(tensors)
     if unmatched:
