@@ -1,4 +1,5 @@
-"""`lora-native` command line: one subcommand per module (clean -> dataset, demo -> demo)."""
+"""`lora-native` command line: one subcommand per module (clean -> dataset, demo -> demo,
+install-webui/install-comfy -> install_hosts)."""
 import argparse
 import os
 import sys
@@ -203,6 +204,29 @@ def _cmd_inspect(args):
     return 0
 
 
+def _add_install(sub):
+    for host, folder, what, name in (("webui", "extensions", "the stable-diffusion-webui (or Forge) folder",
+                                      "AUTOMATIC1111/Forge"),
+                                     ("comfy", "custom_nodes", "the ComfyUI folder", "ComfyUI")):
+        p = sub.add_parser("install-" + host, help="add lora-native to %s (link + pip)" % name,
+                           description="Link this repository's %s folder into PATH/%s/lora-native (a copy where "
+                                       "symlinks are impossible) and pip-install lora-native into the host's own "
+                                       "Python (its venv, or --python)." % (
+                                           "webui_extension" if host == "webui" else "comfy_nodes", folder))
+        p.add_argument("path", help=what)
+        p.add_argument("--force", action="store_true", help="replace an existing %s/lora-native that is not ours"
+                                                            % folder)
+        p.add_argument("--python", help="the host's Python interpreter (default: its venv under PATH)")
+        p.add_argument("--no-pip", action="store_true", help="only link the folder")
+        p.set_defaults(func=_cmd_install, host=host)
+
+
+def _cmd_install(args):
+    from . import install_hosts
+    fn = install_hosts.install_webui if args.host == "webui" else install_hosts.install_comfy
+    return fn(args.path, force=args.force, python=args.python, pip=not args.no_pip)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lora-native", description="LoRA training toolkit with a native data "
                                                                        "pipeline.")
@@ -215,6 +239,7 @@ def build_parser():
     _add_inspect(sub)
     _add_demo(sub)
     _add_info(sub)
+    _add_install(sub)
     return parser
 
 
