@@ -227,6 +227,37 @@ def _cmd_install(args):
     return fn(args.path, force=args.force, python=args.python, pip=not args.no_pip)
 
 
+def _add_ui(sub):
+    p = sub.add_parser("ui", help="the training page in the browser (gradio)",
+                       description="Serve the training page: clean a dataset, edit captions, train a LoRA with live "
+                                   "progress. Needs gradio (pip install 'lora-native[ui]').")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="folder of base models (.safetensors or diffusers folders); repeatable")
+    p.add_argument("--loras", default=None, metavar="DIR", help="where trained LoRAs go (default ./loras)")
+    p.add_argument("--demo", action="store_true", help="also offer a tiny demo model and a generated image set, "
+                                                       "to click through without real weights (CPU, seconds)")
+    p.add_argument("--demo-dir", default="ui_demo", help="folder for --demo's files (default ./ui_demo)")
+    p.set_defaults(func=_cmd_ui)
+
+
+def _cmd_ui(args):
+    from .ui.host import Host
+    from .ui.app import launch
+    models, loras, defaults = list(args.models), args.loras, {}
+    if args.demo:
+        from .demo import prepare_ui_demo
+        demo_models, demo_loras, defaults = prepare_ui_demo(args.demo_dir)
+        models.append(demo_models)
+        loras = loras or demo_loras
+    host = Host(models, loras or "loras")
+    print("training page: http://%s:%d  (LoRAs go to %s; Ctrl-C stops)" % (args.host, args.port, host.lora_dir()),
+          flush=True)
+    launch(host, args.host, args.port, defaults=defaults)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lora-native", description="LoRA training toolkit with a native data "
                                                                        "pipeline.")
@@ -240,6 +271,7 @@ def build_parser():
     _add_demo(sub)
     _add_info(sub)
     _add_install(sub)
+    _add_ui(sub)
     return parser
 
 

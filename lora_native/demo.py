@@ -185,6 +185,24 @@ def train_demo(out, quiet=False):
     return train(config)
 
 
+def prepare_ui_demo(folder):
+    """Files for `lora-native ui --demo`: the messy image set and the tiny model (made once).
+    Returns (models folder, LoRA folder, the page's defaults for a fast CPU run)."""
+    from .train.tiny import make_tiny_model
+    raw, models = os.path.join(folder, "raw"), os.path.join(folder, "model")
+    if not os.path.isfile(os.path.join(raw, MARKER)):
+        generate(raw)
+    model = os.path.join(models, "tiny-sd15.safetensors")
+    if not os.path.isfile(model):
+        make_tiny_model(model, "sd15", seed=0)
+    defaults = {"dataset": os.path.abspath(raw), "clean_resolution": "64", "trigger": "lnstyle",
+                "output_name": "demo", "lora_rank": 8, "learning_rate": 1e-3, "epochs": 8, "max_train_steps": 20,
+                "batch_size": 2, "resolution": 64, "save_steps": 10, "mixed_precision": "no",
+                "base_model": "tiny-sd15.safetensors",
+                "extra": {"device": "cpu", "cache_latents": True, "flip_aug": True, "seed": 42}}
+    return os.path.abspath(models), os.path.abspath(os.path.join(folder, "loras")), defaults
+
+
 def run_demo(out="demo_output", count=24, seed=7, train_model=True):
     from .dataset import clean
     from .inspect import inspect_file

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Debian/Ubuntu packages lora-native builds against; installs the missing ones
 # with apt-get when run as root, otherwise prints the exact command and fails.
-# Usage: tools/system_deps.sh [--test]   (--test adds what `make test` needs: clang for the fuzzer)
+# Usage: tools/system_deps.sh [--test]   (--test adds what `make test` needs: clang for the fuzzer,
+#                                     chromium + its driver for the UI's browser test)
 # EXTRA_PACKAGES="a b" adds packages to the check.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ packages=(gcc make pkg-config libstb-dev libyaml-dev libwebp-dev libjpeg-dev)
 read -r -a extra <<<"${EXTRA_PACKAGES:-}"
 packages+=("${extra[@]}")
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(clang libclang-rt-14-dev)
+    packages+=(clang libclang-rt-14-dev chromium chromium-driver)
 fi
 
 python=${PYTHON:-python3}

@@ -1,0 +1,1 @@
+"""The training page (gradio) shared by the standalone app and the WebUI tab: `build_ui(host)`."""
