@@ -53,6 +53,11 @@ def test_tab_script_registers_tab_and_settings(webui):
     assert len(tabs) == 1
     blocks, title, elem_id = tabs[0]
     assert isinstance(blocks, gr.Blocks) and (title, elem_id) == ("LoRA Train", "lora_native_train")
+    by_id = {getattr(b, "elem_id", None): b for b in blocks.blocks.values()}
+    # the real page: the WebUI's checkpoints, the rank from its settings, a LoRA-list refresh, the tag box
+    assert {"ln-base-model", "ln-train", "ln-tag", "ln-refresh-loras"} <= set(by_id)
+    assert by_id["ln-rank"].value == 16
+    assert by_id["ln-base-model"].value.startswith("sdxl/juggernaut.safetensors")
 
 
 def test_tab_explains_a_missing_package(webui, monkeypatch):

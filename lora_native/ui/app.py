@@ -185,6 +185,7 @@ def build_ui(host, defaults=None, runner=None):
          "lora_rank": 16, "lora_alpha": 0, "learning_rate": 1e-4, "epochs": 10, "max_train_steps": 0,
          "batch_size": 1, "resolution": 512, "save_steps": 0, "mixed_precision": "no", "base_model": None,
          "extra": {}}
+    d.update(host.defaults())
     d.update(defaults or {})
     runner = runner or JobRunner()
     models = host.list_base_models()
@@ -221,6 +222,14 @@ def build_ui(host, defaults=None, runner=None):
         except Exception as e:
             gr.Warning("Save failed: %s" % e)
             return gr.skip(), error_md(e)
+
+    def do_refresh_loras():
+        try:
+            done = host.refresh_loras()
+        except Exception as e:
+            return error_md(e)
+        return ("The LoRA list is refreshed: the new file can be used right away." if done else
+                "Nothing to refresh here: LoRA files in `%s` are read when a prompt uses them." % host.lora_dir())
 
     def do_refresh(current):
         names = host.list_base_models()
@@ -343,6 +352,7 @@ def build_ui(host, defaults=None, runner=None):
                                        **_kw(gr.Textbox, buttons=["copy"], show_copy_button=True))
                 tag = gr.Textbox("", label="Prompt tag", elem_id="ln-tag", interactive=False,
                                  **_kw(gr.Textbox, buttons=["copy"], show_copy_button=True))
+                refresh_loras = gr.Button("Refresh LoRA list", elem_id="ln-refresh-loras", scale=0)
 
         fields = [base_model, data_dir, output_name, rank, alpha, lr, epochs, steps, batch, resolution, save_steps,
                   precision]
@@ -351,6 +361,7 @@ def build_ui(host, defaults=None, runner=None):
         load_caps.click(do_load_captions, [data_dir], [captions, error])
         save_caps.click(do_save_captions, [data_dir, captions, trigger], [captions, status])
         refresh.click(do_refresh, [base_model], [base_model])
+        refresh_loras.click(do_refresh_loras, [], [status])
         export_btn.click(do_export, fields, [yaml_box, error])
         yaml_file.upload(do_import, [yaml_file], [yaml_box, error])
         train_btn.click(do_train, [yaml_box] + fields, [status])

@@ -47,8 +47,18 @@ class Host:
         """Where trained LoRA files go (the host's LoRA folder)."""
         return self._lora_dir
 
+    def defaults(self):
+        """Initial values of the page's fields that the host sets (e.g. WebUI settings)."""
+        return {}
+
     def after_training(self, lora_path):
         """Called with the new LoRA file once a run ends (WebUI refreshes its LoRA list here)."""
+        return self.refresh_loras()
+
+    def refresh_loras(self):
+        """Make the host see new LoRA files; True when it did something (the standalone app
+        lists nothing, so there is nothing to refresh)."""
+        return False
 
     def tag_for(self, lora_path, weight=0.8):
         """The prompt tag that loads this file in the host: <lora:NAME:W>, NAME relative to the

@@ -65,6 +65,9 @@ class WebUIHost(Host):
         return {"lora_rank": int(_opt("lora_native_default_rank"))}
 
     def after_training(self, lora_path):
+        return self.refresh_loras()
+
+    def refresh_loras(self):
         """Rescan the built-in Lora extension's list so <lora:name:w> works without a restart.
         Returns True when the list was refreshed."""
         networks = sys.modules.get("networks")  # the Lora extension imports it as a top-level module
