@@ -180,10 +180,15 @@ class LoadLoraNative:
             "required": {
                 "model": ("MODEL",),
                 "clip": ("CLIP",),
-                "lora_name": (_folder_paths().get_filename_list("loras"),),
                 "strength_model": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}),
                 "strength_clip": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}),
-            }
+            },
+            # A file from the list, or Train LoRA's output: ComfyUI links a STRING output only to a
+            # STRING input, never to the list, and checks a listed name before the graph runs.
+            "optional": {
+                "lora_name": (_folder_paths().get_filename_list("loras"),),
+                "trained_lora": ("STRING", {"forceInput": True}),
+            },
         }
 
     RETURN_TYPES = ("MODEL", "CLIP")
@@ -191,8 +196,11 @@ class LoadLoraNative:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, model, clip, lora_name, strength_model, strength_clip):
-        return _apply(model, clip, lora_name, strength_model, strength_clip)
+    def load(self, model, clip, strength_model, strength_clip, lora_name=None, trained_lora=None):
+        name = trained_lora or lora_name
+        if not name:
+            raise ValueError("Load LoRA (native): choose a LoRA file or connect Train LoRA's lora_name output")
+        return _apply(model, clip, name, strength_model, strength_clip)
 
 
 class PromptWithLoraTags:

@@ -147,7 +147,7 @@ def test_load_lora_passes_kohya_files_unchanged(comfy):
     os.makedirs(os.path.join(comfy.loras, "sub"))
     _kohya_file(os.path.join(comfy.loras, "sub", "k.safetensors"), keys)
     model, clip = comfy_stub.FakeModel(), comfy_stub.FakeClip()
-    m2, c2 = _node(comfy, "LoraNativeLoadLora").load(model, clip, "sub/k.safetensors", 0.7, 0.3)
+    m2, c2 = _node(comfy, "LoraNativeLoadLora").load(model, clip, 0.7, 0.3, lora_name="sub/k.safetensors")
     call = comfy.sd.lora_calls[-1]
     assert call["strength_model"] == 0.7 and call["strength_clip"] == 0.3
     assert set(call["keys"]) == {k + s for k in keys for s in (".lora_down.weight", ".lora_up.weight", ".alpha")}
@@ -165,7 +165,7 @@ def test_load_lora_converts_peft_names_to_kohya(comfy):
         tensors[prefix + ".lora_A.weight"] = torch.randn(2, 8)
         tensors[prefix + ".lora_B.weight"] = torch.randn(8, 2)
     save_file(tensors, os.path.join(comfy.loras, "peft.safetensors"))
-    _node(comfy, "LoraNativeLoadLora").load(comfy_stub.FakeModel(), comfy_stub.FakeClip(), "peft.safetensors", 1.0, 1.0)
+    _node(comfy, "LoraNativeLoadLora").load(comfy_stub.FakeModel(), comfy_stub.FakeClip(), 1.0, 1.0, lora_name="peft.safetensors")
     keys = comfy.sd.lora_calls[-1]["keys"]
     assert set(keys) == {e.key + s for e in entries for s in (".lora_down.weight", ".lora_up.weight")}
 
@@ -173,7 +173,7 @@ def test_load_lora_converts_peft_names_to_kohya(comfy):
 def test_load_lora_zero_strength_is_a_no_op(comfy):
     _kohya_file(os.path.join(comfy.loras, "k.safetensors"), [_sd15_entries()[0].key])
     model, clip = comfy_stub.FakeModel(), comfy_stub.FakeClip()
-    assert _node(comfy, "LoraNativeLoadLora").load(model, clip, "k.safetensors", 0, 0) == (model, clip)
+    assert _node(comfy, "LoraNativeLoadLora").load(model, clip, 0, 0, lora_name="k.safetensors") == (model, clip)
     assert comfy.sd.lora_calls == []
 
 
@@ -222,3 +222,17 @@ def test_example_workflows_match_the_declarations(comfy, name):
             spec = ours[cls].INPUT_TYPES()
             assert set(spec["required"]) <= set(node["inputs"]), (node_id, cls)
             assert set(node["inputs"]) <= set(spec["required"]) | set(spec.get("optional", {})), (node_id, cls)
+            declared = dict(spec["required"], **spec.get("optional", {}))
+            for key, value in node["inputs"].items():
+                src = prompt[value[0]]["class_type"] if isinstance(value, list) else None
+                if src in ours:
+                    # ComfyUI links an output only to an input of the same type name (never to a list)
+                    assert ours[src].RETURN_TYPES[value[1]] == declared[key][0], (node_id, key)
+
+
+def test_load_lora_takes_train_loras_output_and_needs_a_name(comfy):
+    model, clip = comfy_stub.FakeModel(), comfy_stub.FakeClip()
+    node = _node(comfy, "LoraNativeLoadLora")
+    with pytest.raises(ValueError, match="choose a LoRA file"):
+        node.load(model, clip, 1.0, 1.0)
+    assert node.INPUT_TYPES()["optional"]["trained_lora"][0] == _node(comfy, "LoraNativeTrainLora").RETURN_TYPES[0]
