@@ -2,6 +2,7 @@
 declarations, cleaning, training with progress and Interrupt, loading kohya and PEFT files,
 and prompt tags."""
 import os
+import sys
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from builders.models import make_tiny_model
 from builders.training import make_image_folder
 from lora_native.formats.keymap import key_map
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFY_TYPES = {"MODEL", "CLIP", "CONDITIONING", "STRING", "INT", "FLOAT", "BOOLEAN", "VAE", "LATENT", "IMAGE"}
 
 
@@ -19,7 +21,11 @@ COMFY_TYPES = {"MODEL", "CLIP", "CONDITIONING", "STRING", "INT", "FLOAT", "BOOLE
 def comfy(monkeypatch, tmp_path):
     ns = comfy_stub.install(monkeypatch, {"checkpoints": str(tmp_path / "models" / "checkpoints"),
                                           "loras": str(tmp_path / "models" / "loras")})
-    import comfy_nodes
+    try:
+        import comfy_nodes
+    except ImportError:  # the sanitizer run starts in build/asan: the pack is in the checkout
+        monkeypatch.setattr(sys, "path", sys.path + [REPO_ROOT])  # after build/asan's lora_native
+        import comfy_nodes
     ns.nodes = comfy_nodes
     ns.loras = str(tmp_path / "models" / "loras")
     ns.checkpoints = str(tmp_path / "models" / "checkpoints")

@@ -12,6 +12,14 @@ from builders import webui_stub
 from lora_native import cli, install_hosts
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _package_in_this_repo(monkeypatch):
+    # The sanitizer run imports a copy of lora_native from build/asan; the install commands
+    # look for the extension folders beside the package, so point them at this checkout.
+    if Path(install_hosts.__file__).resolve().parent.parent != REPO:
+        monkeypatch.setattr(install_hosts, "__file__", str(REPO / "lora_native" / "install_hosts.py"))
 TAB_SCRIPT = REPO / "webui_extension" / "scripts" / "lora_native_tab.py"
 
 
