@@ -158,12 +158,7 @@ def load_config(path, overrides=None):
     directory), other values are checked as Python values; None values are skipped, so an
     argparse namespace's dict can be passed as it is."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError("cannot read the config file: %s" % (e.strerror or e), path=path) from None
-    parsed = _native.config_parse(text, path)
+    parsed = _parse_file(path)
     base = os.path.dirname(os.path.abspath(path))
     typed, origins = {}, {}
     for key, (value, line, column) in parsed.items():
@@ -187,15 +182,19 @@ def load_config(path, overrides=None):
     return _build(typed, origins, path, path)
 
 
-def config_file_keys(path):
-    """The keys a YAML config file sets (syntax checked, values not): hosts fill in the rest."""
-    path = os.fspath(path)
+def _parse_file(path):
+    """key -> (value, line, column) of a YAML config file, typed by the C loader."""
     try:
         with open(path, "rb") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError("cannot read the config file: %s" % (e.strerror or e), path=path) from None
-    return set(_native.config_parse(text, path))
+    return _native.config_parse(text, path)
+
+
+def config_file_keys(path):
+    """The keys a YAML config file sets (syntax checked, values not): hosts fill in the rest."""
+    return set(_parse_file(os.fspath(path)))
 
 
 def _raise_all(errors):

@@ -104,26 +104,33 @@ COMFY_PYTHONS = ("venv/bin/python", ".venv/bin/python", "venv/Scripts/python.exe
                  "../python_embeded/python.exe")  # the Windows portable build keeps it beside ComfyUI/
 
 
-def install_webui(root, force=False, python=None, pip=True, out=print):
+# host -> (folder it loads plugins from, our folder, its Pythons, its name, what to do next)
+HOSTS = {
+    "webui": ("extensions", "webui_extension", WEBUI_PYTHONS, "WebUI",
+              "give the stable-diffusion-webui (or Forge) folder",
+              "restart the WebUI: the \"LoRA Train\" tab trains into its LoRA folder (models/Lora); "
+              "use the result with <lora:NAME:0.8>"),
+    "comfy": ("custom_nodes", "comfy_nodes", COMFY_PYTHONS, "ComfyUI", "give the ComfyUI folder",
+              "restart ComfyUI: the nodes are under \"LoRA Native\""),
+}
+
+
+def install_host(host, root, force=False, python=None, pip=True, out=print):
+    plugins, ours, pythons, name, which, then = HOSTS[host]
     root = Path(root)
-    ext = root / "extensions"
-    if not ext.is_dir():
-        raise UsageError("%s has no extensions/ folder: give the stable-diffusion-webui (or Forge) folder" % root)
+    folder = root / plugins
+    if not folder.is_dir():
+        raise UsageError("%s has no %s/ folder: %s" % (root, plugins, which))
     repo = repo_root()
-    link_folder(repo / "webui_extension", ext / "lora-native", force=force, out=out)
-    _pip(root, WEBUI_PYTHONS, python, pip, repo, "WebUI", out)
-    out("restart the WebUI: the \"LoRA Train\" tab trains into its LoRA folder (models/Lora); "
-        "use the result with <lora:NAME:0.8>")
+    link_folder(repo / ours, folder / "lora-native", force=force, out=out)
+    _pip(root, pythons, python, pip, repo, name, out)
+    out(then)
     return 0
+
+
+def install_webui(root, force=False, python=None, pip=True, out=print):
+    return install_host("webui", root, force, python, pip, out)
 
 
 def install_comfy(root, force=False, python=None, pip=True, out=print):
-    root = Path(root)
-    nodes = root / "custom_nodes"
-    if not nodes.is_dir():
-        raise UsageError("%s has no custom_nodes/ folder: give the ComfyUI folder" % root)
-    repo = repo_root()
-    link_folder(repo / "comfy_nodes", nodes / "lora-native", force=force, out=out)
-    _pip(root, COMFY_PYTHONS, python, pip, repo, "ComfyUI", out)
-    out("restart ComfyUI: the nodes are under \"LoRA Native\"")
-    return 0
+    return install_host("comfy", root, force, python, pip, out)
