@@ -309,9 +309,9 @@ class AdamW(torch.optim.Optimizer):
                 key = (p.device, tuple(group["betas"]), float(group["eps"]))
                 batches.setdefault(key, []).append((p, state, float(group["lr"]), float(group["weight_decay"])))
         for (device, betas, eps), items in batches.items():
-            native = [it for it in items if it[0].dtype == torch.float32 and it[0].is_contiguous()
-                      and it[0].grad.is_contiguous() and it[0].grad.dtype == torch.float32
-                      and backend(device) != "torch"]
+            has_kernel = backend(device) != "torch"  # once per device, not per tensor
+            native = [it for it in items if has_kernel and it[0].dtype == torch.float32 and it[0].is_contiguous()
+                      and it[0].grad.is_contiguous() and it[0].grad.dtype == torch.float32]
             chosen = {id(it[0]) for it in native}
             rest = [it for it in items if id(it[0]) not in chosen]
             table = []
