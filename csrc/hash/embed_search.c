@@ -139,6 +139,19 @@ static float float_below(double x)
     return nextafterf(f, -INFINITY);
 }
 
+/* d rounded to float; beyond float's range, the infinity of its sign (not left to the cast). */
+static float to_float(double d)
+{
+    if (d > (double)FLT_MAX || d < -(double)FLT_MAX) {
+        float f = (float)(d > 0 ? FLT_MAX : -FLT_MAX);
+        /* values up to FLT_MAX + half an ulp round down to FLT_MAX, as the cast would */
+        if (fabs(d) < (double)FLT_MAX + 0x1p103)
+            return f;
+        return d > 0 ? INFINITY : -INFINITY;
+    }
+    return (float)d;
+}
+
 static void push_pair(emb_worker *w, int64_t i, int64_t j, float sim)
 {
     if (w->count == w->cap) {
@@ -199,7 +212,7 @@ static void search_task(void *ctx, size_t index, int worker)
                 int64_t j = j0 + c0 + cs + (int64_t)w->hits[h];
                 double d = dot64(job, i, j);
                 if (d >= job->t)
-                    push_pair(w, i, j, (float)d);
+                    push_pair(w, i, j, to_float(d));
             }
             if (w->nomem) {
                 atomic_store(&job->failed, 1);
