@@ -117,6 +117,7 @@ def main():
     print("data: %d x %d float32 (%.0f MB), %.1f s to build" % (n, dim, emb.nbytes / 2**20, time.perf_counter() - t0))
     cores = os.cpu_count()
     threads = args.threads or cores
+    machine = machine_line(", faiss-cpu %s" % faiss.__version__ if faiss is not None and not args.no_faiss else "")
 
     rows, results = [], {}
     res, times = timed(lambda: ours(emb, t, args.threads), args.repeat)
@@ -177,8 +178,6 @@ def main():
     if "faiss" not in results:
         notes.append("- faiss-cpu not run (%s)" % ("--no-faiss" if args.no_faiss else "not installed: "
                                                    "`pip install faiss-cpu`"))
-    extra = ", faiss-cpu %s" % faiss.__version__ if faiss is not None and not args.no_faiss else ""
-    machine = machine_line(extra)
     print("\n".join(table))
     print("\n".join(notes))
     if args.no_record:
