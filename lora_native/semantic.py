@@ -41,8 +41,6 @@ def similar_pairs(emb, threshold, threads=None):
     are those of a float64 brute force over the stored values (`E64 @ E64.T >= threshold`),
     and sim is that float64 dot rounded to float32. ValueError for rows holding NaN or Inf.
     threads: None or 0 for all cores."""
-    if not isinstance(emb, np.ndarray):
-        emb = np.asarray(emb)
     return _native.similar_pairs(np.ascontiguousarray(emb), float(threshold), threads)
 
 
@@ -194,22 +192,13 @@ class EmbeddingCache:
                                                                    half.shape[1], display_path(self.path)))
         if not keys:
             return
-        index, rows = dict(self._index), self._rows if len(self._index) else half[:0]
-        new_rows = []
-        for k, row in zip(keys, half):
-            at = index.get(k)
-            if at is None:
-                index[k] = len(rows) + len(new_rows)
-                new_rows.append(row)
-            elif at < len(rows):
-                if rows is self._rows:
-                    rows = rows.copy()
-                rows[at] = row
-            else:
-                new_rows[at - len(rows)] = row
-        if new_rows:
-            rows = np.concatenate([rows, np.stack(new_rows)])
-        keys_arr = np.array(sorted(index, key=index.get), dtype=np.str_)
+        old = self._rows if len(self._index) else half[:0]
+        index = dict(self._index)  # insertion order: cached keys, then new ones
+        for r, k in enumerate(keys):
+            index[k] = len(old) + r  # a key put again points at its newest row
+        rows = np.concatenate([old, half])[np.fromiter(index.values(), dtype=np.int64, count=len(index))]
+        keys_arr = np.array(list(index), dtype=np.str_)
+        index = {k: r for r, k in enumerate(index)}
         buf = io.BytesIO()
         np.savez(buf, format=np.int64(_CACHE_FORMAT), model_id=np.str_(self.model_id), keys=keys_arr,
                  embeddings=rows)
