@@ -23,8 +23,12 @@ typedef struct {
 
 /* Every pair i < j of the n rows of `emb` (row-major, n x dim, `dtype`, row stride dim) with
  * dot(row i, row j) >= threshold. *pairs (free() it) receives *count pairs sorted by (i, j);
- * *pairs is NULL when there are none. Runs on `threads` threads (0 = all cores). */
-int ln_similar_pairs(const void *emb, int dtype, size_t n, size_t dim, float threshold, int threads,
+ * *pairs is NULL when there are none. Runs on `threads` threads (0 = all cores).
+ * The threshold is a double so that the comparison is the float64 one (a float cannot hold 0.95:
+ * float(0.95) would admit dots in [0.94999998807, 0.95)). LN_ERR_ARG for a row holding NaN or
+ * Inf (the message names it), a NaN threshold, dim 0 or an unknown dtype; LN_ERR_NOMEM when the
+ * pair list does not fit in memory. */
+int ln_similar_pairs(const void *emb, int dtype, size_t n, size_t dim, double threshold, int threads,
                      const ln_settings *settings, ln_pair **pairs, size_t *count, ln_error *err);
 
 #ifdef __cplusplus

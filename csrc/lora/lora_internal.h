@@ -1,6 +1,6 @@
-/* Private to csrc/lora/: exact fp16/bf16 conversions and the packed fp32 GEMM core shared by
- * merge and the fused branch. Every kernel has a scalar reference and an AVX2/FMA/F16C version
- * (lora_avx2.c) selected at run time; they agree up to fp32 accumulation order (FMA vs mul+add),
+/* Private to csrc/lora/ and the similarity search (csrc/hash/embed_search.c): exact fp16/bf16
+ * conversions and the packed fp32 GEMM core shared by merge, the fused branch and that search.
+ * Every kernel has a scalar reference and an AVX2/FMA/F16C version (lora_avx2.c) selected at run time; they agree up to fp32 accumulation order (FMA vs mul+add),
  * conversions and epilogues are bit-identical. */
 #ifndef LN_LORA_INTERNAL_H
 #define LN_LORA_INTERNAL_H

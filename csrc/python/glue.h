@@ -78,6 +78,7 @@ int ln_py_register_resample(PyObject *m);
 int ln_py_register_encode(PyObject *m);
 int ln_py_register_hash(PyObject *m);
 int ln_py_register_group(PyObject *m);
+int ln_py_register_embed(PyObject *m);
 int ln_py_register_pipeline(PyObject *m);
 int ln_py_register_config(PyObject *m);
 int ln_py_register_loader(PyObject *m);
