@@ -108,6 +108,10 @@ class Config:
     # fused LoRA branch + AdamW from csrc/lora; None: where bench/RESULTS.md shows them faster
     # (lora_native.ops.native_by_default)
     native_kernels: Optional[bool] = None
+    # `lora-native caption --config`: the captioner (blip | wd14 | clip) and its local model path;
+    # training ignores them
+    captioner: Optional[str] = None
+    caption_model: Optional[str] = None
 
     # --- not config keys: where the values came from, for messages
     source: Optional[str] = field(default=None, compare=False)     # the config file, None without one
