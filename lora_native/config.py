@@ -201,6 +201,16 @@ def config_file_keys(path):
     return set(_parse_file(os.fspath(path)))
 
 
+def read_config_keys(path, keys):
+    """Some keys of a YAML config file -> {key: value} for those it sets: typed by the schema, paths
+    resolved against the file's folder, without the checks a whole training config needs (other
+    tools read their keys from the training YAML this way: `lora-native caption --config`)."""
+    path = os.fspath(path)
+    parsed = _parse_file(path)
+    base = os.path.dirname(os.path.abspath(path))
+    return {k: _resolve_path(k, parsed[k][0], base) for k in keys if k in parsed and parsed[k][0] is not None}
+
+
 def _raise_all(errors):
     if errors:
         first = errors[0]
