@@ -16,6 +16,7 @@
 #include "ln_geometry.h"
 #include "ln_image.h"
 #include "ln_lora.h"
+#include "ln_resample.h"
 
 /* Raise the Python exception matching a core error (NativeError, MemoryError, OSError, ValueError).
  * `module` is the _native module (the `self` of every module function). */
@@ -37,6 +38,10 @@ int ln_py_threads_arg(PyObject *obj, int *out);
 int ln_py_image_arg(PyObject *obj, const char *what, ln_image *img, PyObject **holder);
 /* A new HxWxC (HxW when C == 1) uint8 array holding a copy of img. */
 PyObject *ln_py_array_from_image(const ln_image *img);
+/* filter= argument: "lanczos" (or "antialias"), "bicubic", "bilinear", "box"; NULL (not given) -> dflt. */
+int ln_py_filter_arg(PyObject *obj, ln_filter dflt, ln_filter *out);
+/* size= argument: a pair of ints (width, height), each 1..2^20. */
+int ln_py_size_arg(PyObject *obj, int *w, int *h);
 /* Path argument (str, bytes, os.PathLike) -> new bytes object (os.fsencode). */
 PyObject *ln_py_fspath_bytes(PyObject *obj);
 
@@ -76,6 +81,7 @@ int ln_py_register_group(PyObject *m);
 int ln_py_register_pipeline(PyObject *m);
 int ln_py_register_config(PyObject *m);
 int ln_py_register_loader(PyObject *m);
+int ln_py_register_prep(PyObject *m);
 int ln_py_register_lora(PyObject *m);
 /* The tables the CPU and CUDA LoRA functions share (lora.c): a sequence of (up_ptr, up_dtype,
  * down_ptr, down_dtype, rank, scale) / (param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, n, lr,

@@ -97,7 +97,7 @@ static int module_exec(PyObject *m)
     st->config_error = config_cls;
     if (ln_py_register_info(m) < 0 || ln_py_register_decode(m) < 0 || ln_py_register_resample(m) < 0 ||
         ln_py_register_encode(m) < 0 || ln_py_register_hash(m) < 0 || ln_py_register_group(m) < 0 ||
-        ln_py_register_pipeline(m) < 0 || ln_py_register_config(m) < 0 || ln_py_register_loader(m) < 0 ||
+        ln_py_register_pipeline(m) < 0 || ln_py_register_config(m) < 0 || ln_py_register_loader(m) < 0 || ln_py_register_prep(m) < 0 ||
         ln_py_register_lora(m) < 0 || ln_py_register_lora_cuda(m) < 0)
         return -1;
     return 0;

@@ -7,7 +7,7 @@
 #include <limits.h>
 #include <string.h>
 
-static int parse_filter(PyObject *obj, ln_filter *out)
+int ln_py_filter_arg(PyObject *obj, ln_filter dflt, ln_filter *out)
 {
     static const struct {
         const char *name;
@@ -15,7 +15,7 @@ static int parse_filter(PyObject *obj, ln_filter *out)
     } names[] = {{"lanczos", LN_FILTER_LANCZOS}, {"antialias", LN_FILTER_LANCZOS}, {"bicubic", LN_FILTER_BICUBIC},
                  {"bilinear", LN_FILTER_BILINEAR}, {"box", LN_FILTER_BOX}};
     if (obj == NULL) {
-        *out = LN_FILTER_LANCZOS;
+        *out = dflt;
         return 0;
     }
     if (!PyUnicode_Check(obj)) {
@@ -35,7 +35,7 @@ static int parse_filter(PyObject *obj, ln_filter *out)
     return -1;
 }
 
-static int parse_size(PyObject *obj, int *w, int *h)
+int ln_py_size_arg(PyObject *obj, int *w, int *h)
 {
     PyObject *seq = PySequence_Check(obj) && !PyUnicode_Check(obj) ? PySequence_Fast(obj, "") : NULL;
     if (!seq || PySequence_Fast_GET_SIZE(seq) != 2) {
@@ -100,7 +100,7 @@ static PyObject *py_resize(PyObject *self, PyObject *args, PyObject *kwargs)
     int w, h;
     ln_filter filter;
     float box[4];
-    if (parse_size(size_obj, &w, &h) < 0 || parse_filter(filter_obj, &filter) < 0)
+    if (ln_py_size_arg(size_obj, &w, &h) < 0 || ln_py_filter_arg(filter_obj, LN_FILTER_LANCZOS, &filter) < 0)
         return NULL;
     if (box_obj != Py_None && parse_box(box_obj, box) < 0)
         return NULL;
@@ -172,7 +172,7 @@ static PyObject *py_resample_weights(PyObject *self, PyObject *args, PyObject *k
                                      &filter_obj, &box_obj, &fast))
         return NULL;
     ln_filter filter;
-    if (parse_filter(filter_obj, &filter) < 0)
+    if (ln_py_filter_arg(filter_obj, LN_FILTER_LANCZOS, &filter) < 0)
         return NULL;
     float span[2] = {0.0f, (float)in_size};
     if (box_obj != Py_None) {
