@@ -184,7 +184,8 @@ static int short_side_size(const ln_image *img, const ln_prep_opts *o, int *nw, 
 static int pad_square(const ln_image *img, const ln_prep_opts *o, ln_image *canvas, ln_error *err)
 {
     int w = img->width, h = img->height, side = w > h ? w : h;
-    uint64_t limit = pixel_limit(o);
+    /* The canvas of a decodable panorama (up to 1:4) is allowed: 4x the decode limit. */
+    uint64_t limit = pixel_limit(o) * 4;
     if ((uint64_t)side * (uint64_t)side > limit)
         return ln_fail(err, LN_ERR_LIMIT,
                        "a %dx%d image pads to a %dx%d square, over the %llu-pixel limit (max_pixels)", w, h, side,
