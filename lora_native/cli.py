@@ -107,9 +107,9 @@ def add_caption_arguments(p, input_option=False):
     p.add_argument("--captioner", choices=("blip", "wd14", "clip"), default=None,
                    help="blip: a sentence; wd14: danbooru tags (onnxruntime); clip: best phrases of lists "
                         "(default: the --config's captioner, else blip)")
-    p.add_argument("--model", metavar="PATH", help="local model folder (or WD14 .onnx file); default: "
-                                                   "$LORA_NATIVE_<BLIP|WD14|CLIP>_MODEL, then --config's caption_model. "
-                                                   "Nothing is ever downloaded")
+    p.add_argument("--model", metavar="PATH",
+                   help="local model folder (or WD14 .onnx file); default: $LORA_NATIVE_<BLIP|WD14|CLIP>_MODEL, "
+                        "then --config's caption_model. Nothing is ever downloaded")
     p.add_argument("--format", choices=("csv", "txt"), default=None,
                    help="csv: one metadata.csv (filename,prompt); txt: a .txt beside each image (kohya). Default: "
                         "csv, or txt when --output is a folder")

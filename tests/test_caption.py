@@ -42,22 +42,6 @@ WD14_TAGS = [
 ]
 
 
-# ---- until the native preprocessing is merged: a Pillow stand-in (the test reference)
-
-@pytest.fixture(autouse=True)
-def _prepare_images_available(monkeypatch):
-    if not hasattr(_native, "prepare_images"):
-        import types
-
-        import lora_native
-        monkeypatch.setattr(_native, "prepare_images", B.reference_prepare, raising=False)
-        stub = types.ModuleType("lora_native.prep")
-        stub.spec_from_processor_config = B.reference_spec_from_processor_config
-        stub.wd14_spec = B.reference_wd14_spec
-        monkeypatch.setitem(sys.modules, "lora_native.prep", stub)
-        monkeypatch.setattr(lora_native, "prep", stub, raising=False)
-
-
 @pytest.fixture(autouse=True)
 def _no_model_env(monkeypatch):
     for name in ("BLIP", "WD14", "CLIP"):
@@ -266,7 +250,8 @@ def test_blip_folder_as_transformers_5_saves_a_processor(tmp_path, blip_model):
     shutil.copytree(blip_model, folder)
     cfg = json.loads((folder / "preprocessor_config.json").read_text())
     (folder / "preprocessor_config.json").unlink()
-    (folder / "processor_config.json").write_text(json.dumps({"image_processor": cfg, "processor_class": "BlipProcessor"}))
+    (folder / "processor_config.json").write_text(json.dumps({"image_processor": cfg,
+                                                              "processor_class": "BlipProcessor"}))
     assert models.prep_spec(str(folder))["size"] == (32, 32)
     imgs = make_folder(tmp_path / "imgs", broken=False)
     assert len(caption(imgs, captioner="blip", model=str(folder), num_beams=1, max_new_tokens=4).captioned) == 4
@@ -525,8 +510,9 @@ def test_broken_images_are_skipped_with_the_reasons_clean_gives(tmp_path, wd14_m
     assert sorted(r[0] for r in read_csv(os.path.join(folder, "metadata.csv"))) == \
         ["blue.png", "gray.png", "red.png", "sub/green.png"]
     clean = lora_native.clean(folder, str(tmp_path / "clean_out"), dry_run=True)
-    reasons = {it.rel: it.reasons[0][1] for it in clean.items if it.rel in skipped}
-    assert skipped == reasons == {"empty.png": "file is empty (0 bytes)", "notes.jpg": "file is plain text, not an image"}
+    reasons = {it.rel: "%s (%s)" % it.reasons[0][::-1] for it in clean.items if it.rel in skipped}
+    assert skipped == reasons == {"empty.png": "file is empty (0 bytes) (empty_file)",
+                                  "notes.jpg": "file is plain text, not an image (not_an_image)"}
 
 
 def test_report_summary_json_and_tag_frequency(tmp_path, wd14_model, capsys):

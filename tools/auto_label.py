@@ -6,8 +6,8 @@
 A thin entry point to `lora-native caption` (same options: --captioner blip|wd14|clip, --model PATH,
 --format csv|txt, --trigger, --prefix, --overwrite, ...; see --help). --output ending in .csv writes
 or merges into that metadata.csv; a folder (or --format txt) writes a .txt beside each image.
-Runs from a checkout without installing: the repository root is put on sys.path when lora_native
-cannot be imported.
+Runs from a checkout without installing: the checkout's lora_native is imported (the repository
+root goes first on sys.path).
 """
 import argparse
 import os
@@ -15,10 +15,9 @@ import sys
 
 
 def main(argv=None):
-    try:
-        import lora_native  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "lora_native", "__init__.py")):  # run from a checkout: use it
+        sys.path.insert(0, root)
     from lora_native import cli
     from lora_native.errors import LoraNativeError
 

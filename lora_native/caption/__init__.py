@@ -24,6 +24,7 @@ Writing rules:
   captioners (wd14, clip) and a space for BLIP.
 """
 import os
+import re
 import time
 
 from . import batches, models
@@ -182,6 +183,20 @@ def caption(folder, captioner=None, model=None, format=None, output=None, trigge
     return report
 
 
+_REASON = re.compile(r"^([a-z][a-z0-9_]*): (.+)$", re.S)
+
+
+def skip_reason(path, error):
+    """prepare_images' "<path>: <code>: <message>" -> "<message> (<code>)", as `lora-native clean`
+    prints a rejected file."""
+    for prefix in (path + ": ", display_path(path) + ": "):
+        if error.startswith(prefix):
+            error = error[len(prefix):]
+            break
+    m = _REASON.match(error)
+    return "%s (%s)" % (m.group(2), m.group(1)) if m else error
+
+
 def _txt_path(output, rel):
     return os.path.join(output, os.path.splitext(rel)[0] + ".txt")
 
@@ -199,7 +214,7 @@ def _run(cap, folder, output, format, todo, report, trigger, prefix, batch_size,
         rels = todo[batch.start:batch.start + len(batch.items)]
         for i, error in enumerate(batch.errors):
             if error is not None:
-                report.skipped.append((rels[i], error))
+                report.skipped.append((rels[i], skip_reason(batch.items[i], error)))
         if batch.ok:
             texts = cap.caption(batch.pixels[batch.ok] if len(batch.ok) < len(batch.items) else batch.pixels)
             for i, text in zip(batch.ok, texts):

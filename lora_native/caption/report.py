@@ -58,9 +58,10 @@ class CaptionReport:
                     self.captioner, self.elapsed)]
         if self.interrupted:
             lines.append("interrupted: the captions made so far were written")
-        if self.written:
-            lines.append("wrote %s" % (display_path(self.output) if self.format == "csv"
-                                       else "%d caption files under %s" % (len(self.written), display_path(self.output))))
+        if self.written and self.format == "csv":
+            lines.append("wrote %s" % display_path(self.output))
+        elif self.written:
+            lines.append("wrote %d caption files under %s" % (len(self.written), display_path(self.output)))
         for rel, reason in self.skipped:
             lines.append("  skipped  %s: %s" % (display_path(rel), reason))
         top = self.top_tags()
