@@ -92,7 +92,8 @@ def caption(folder, captioner=None, model=None, format=None, output=None, trigge
     `search_dirs` (`<dir>/captioners/<name>/`): see lora_native.caption.models. config: a training
     YAML path (its captioner / caption_model keys) or a dict of them. format: csv | txt (None:
     csv unless `output` names a folder); output: see the module docstring. batch_size images go
-    to the model at once; threads: preparing threads (0: all cores); device: cpu | cuda (None:
+    to the model at once; threads: preparing threads (0: all cores, or a quarter of them while a
+    model on the CPU runs beside the prefetch thread: batches.default_threads); device: cpu | cuda (None:
     CUDA when available); dtype: torch dtype for BLIP/CLIP (default fp16 on CUDA, fp32 on CPU);
     progress(stage, done, total) with stage "caption"; prefetch: batches prepared ahead (0: none).
     captioner_options: blip max_new_tokens (30), num_beams (3), prompt; wd14 general_threshold
@@ -156,10 +157,7 @@ def caption(folder, captioner=None, model=None, format=None, output=None, trigge
     done_csv = {}
     try:
         if todo:
-            options = dict(captioner_options)
-            if module.NAME == "wd14":
-                options["threads"] = threads  # onnxruntime's threads (torch keeps its own setting)
-            captioner_obj = module.load(model_path, device=device, dtype=dtype, **options)
+            captioner_obj = module.load(model_path, device=device, dtype=dtype, **captioner_options)
             _run(captioner_obj, folder, output, format, todo, report, trigger, prefix, batch_size, threads,
                  progress, prefetch, done_csv)
     except KeyboardInterrupt:
@@ -207,6 +205,7 @@ def _run(cap, folder, output, format, todo, report, trigger, prefix, batch_size,
     done = 0
     if progress:
         progress("caption", 0, len(todo))
+    threads = threads or batches.default_threads(cap.on_cpu, prefetch)
     for batch in batches.prepared_batches(paths, cap.prep, batch_size=batch_size, threads=threads,
                                           max_pixels=MAX_PIXELS, depth=prefetch):
         report.prep_seconds += batch.prep_seconds

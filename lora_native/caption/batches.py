@@ -13,6 +13,7 @@ clean` reports). An exception raised while preparing (bad options, no memory) is
 the consuming thread, at the batch where it happened. Leaving the loop early (break, an exception
 in the model) stops the thread before the generator returns.
 """
+import os
 import queue
 import threading
 import time
@@ -21,9 +22,21 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["Batch", "prepared_batches", "DEFAULT_DEPTH"]
+__all__ = ["Batch", "prepared_batches", "DEFAULT_DEPTH", "default_threads"]
 
 DEFAULT_DEPTH = 1  # batches waiting in the queue; the thread holds one more while it blocks
+
+
+def default_threads(model_on_cpu, depth=DEFAULT_DEPTH):
+    """Preparing threads to use when the caller gives none: all cores (None) when nothing else
+    competes for them (no prefetch, or the model runs on a GPU); a quarter of the cores (at least
+    one) when batches are prepared while a model computes on the same CPU: the model already keeps
+    every core busy (torch's and onnxruntime's pools are as wide as the machine), so a full-width
+    preparing pool beside it would only oversubscribe the cores, and a narrow one keeps ahead of
+    any model that costs more per image than decoding (bench/RESULTS.md, auto-captioning)."""
+    if not depth or not model_on_cpu:
+        return None
+    return max(1, (os.cpu_count() or 1) // 4)
 
 
 @dataclass
@@ -58,7 +71,8 @@ def prepared_batches(paths, prep, batch_size=8, threads=None, max_pixels=None, d
     """Yield a Batch per `batch_size` paths, in order. prep: the keyword arguments of
     `_native.prepare_images` for the model (size, mode, filter, layout, scale, mean, std...);
     threads / max_pixels are passed on (threads None or 0: all cores). depth: batches prepared
-    ahead (0: prepare in the calling thread, no prefetch). prepare: the preparing function
+    ahead (0: prepare in the calling thread, no prefetch); with a model on the CPU pass
+    threads=default_threads(True, depth) unless the user chose a number. prepare: the preparing function
     (default `_native.prepare_images`), called as prepare(paths, threads=, max_pixels=, **prep)
     and returning (pixels, errors)."""
     if batch_size < 1:

@@ -79,6 +79,7 @@ class ClipInterrogator:
         self.clip = clip if clip is not None else clip_model.load_clip(path, device=device, dtype=dtype)
         self.path = self.clip.path
         self.prep = self.clip.prep
+        self.on_cpu = getattr(self.clip, "on_cpu", True)
         # the text side of every list, once per run
         self.text = [self.clip.embed_texts(items) for _, items in self.lists]
 

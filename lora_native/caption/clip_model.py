@@ -126,6 +126,7 @@ class ClipModel:
         self.path = os.path.abspath(os.fspath(path))
         self.kind = detect(self.path)
         self.device = models.torch_device(device)
+        self.on_cpu = self.device == "cpu"
         self.dtype = models.torch_dtype(dtype, self.device)
         self.model_id = fingerprint(self.path)
         if self.kind == "transformers":

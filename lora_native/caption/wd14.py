@@ -152,6 +152,7 @@ class Wd14Captioner:
 
     def __init__(self, path, device=None, dtype=None, general_threshold=0.35, character_threshold=0.85,
                  exclude_tags=(), include_ratings=False, threads=0):
+        """threads: onnxruntime's intra-op threads (0: its default, all cores)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -173,6 +174,7 @@ class Wd14Captioner:
         except Exception as e:  # onnxruntime raises its own exception types
             raise CaptionModelError("cannot load the WD14 model %s: %s" % (display_path(self.path), e),
                                     self.path) from None
+        self.on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
         inp = self.session.get_inputs()[0]
         shape = list(inp.shape)
         if len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int) or shape[1] != shape[2]:
