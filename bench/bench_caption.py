@@ -36,6 +36,7 @@ sys.path.insert(0, HERE)
 from builders import captioners as B  # noqa: E402
 from _common import append_section, machine_line  # noqa: E402
 from lora_native.caption import caption  # noqa: E402
+from lora_native.caption.batches import default_depth  # noqa: E402
 
 WD14_TAGS = [("general", 9, (0, 0, 0), 2.0), ("sensitive", 9, (0, 0, 0), 0.0), ("red_theme", 0, (0, 0, 40), -20.0),
              ("blue_theme", 0, (40, 0, 0), -20.0), ("long_hair", 0, (0, 0, 0), 2.0), ("solo", 0, (0, 0, 0), 1.0),
@@ -190,8 +191,10 @@ def main():
              "beside the model, so only the waiting share costs the run."]
     for captioner, label in models:
         on, off = by[(captioner, label, 1)], by[(captioner, label, 0)]
-        notes.append("- %s %s: %.2fx the images/s with prefetch (waiting %.1f%% -> %.1f%% of the loop)"
-                     % (captioner, label, on["ips"] / off["ips"], 100 * off["wait"], 100 * on["wait"]))
+        auto = "on" if default_depth(True, captioner != "wd14") else "off"
+        notes.append("- %s %s: %.2fx the images/s with prefetch (waiting %.1f%% -> %.1f%% of the loop); "
+                     "the default on this CPU (batches.default_depth): %s"
+                     % (captioner, label, on["ips"] / off["ips"], 100 * off["wait"], 100 * on["wait"], auto))
     print("\n".join(table + [""] + notes))
     if not args.no_record:
         append_section("auto-captioning, preparing vs model time", "bench_caption.py",

@@ -83,7 +83,7 @@ def _join(prefix, text, style):
 
 def caption(folder, captioner=None, model=None, format=None, output=None, trigger="", prefix="", overwrite=False,
             batch_size=8, threads=0, device=None, progress=None, config=None, search_dirs=(), dtype=None,
-            prefetch=batches.DEFAULT_DEPTH, **captioner_options):
+            prefetch=None, **captioner_options):
     """Caption the images of `folder` (recursively, found as `lora-native clean` finds them) ->
     CaptionReport.
 
@@ -95,7 +95,8 @@ def caption(folder, captioner=None, model=None, format=None, output=None, trigge
     to the model at once; threads: preparing threads (0: all cores, or a quarter of them while a
     model on the CPU runs beside the prefetch thread: batches.default_threads); device: cpu | cuda (None:
     CUDA when available); dtype: torch dtype for BLIP/CLIP (default fp16 on CUDA, fp32 on CPU);
-    progress(stage, done, total) with stage "caption"; prefetch: batches prepared ahead (0: none).
+    progress(stage, done, total) with stage "caption"; prefetch: batches prepared ahead on a thread
+    (0: none; None: one, except for BLIP/CLIP on the CPU: batches.default_depth).
     captioner_options: blip max_new_tokens (30), num_beams (3), prompt; wd14 general_threshold
     (0.35), character_threshold (0.85), exclude_tags, include_ratings (False); clip phrases (a
     file or folder of lists)."""
@@ -205,6 +206,8 @@ def _run(cap, folder, output, format, todo, report, trigger, prefix, batch_size,
     done = 0
     if progress:
         progress("caption", 0, len(todo))
+    if prefetch is None:
+        prefetch = batches.default_depth(cap.on_cpu, cap.torch_model)
     threads = threads or batches.default_threads(cap.on_cpu, prefetch)
     for batch in batches.prepared_batches(paths, cap.prep, batch_size=batch_size, threads=threads,
                                           max_pixels=MAX_PIXELS, depth=prefetch):

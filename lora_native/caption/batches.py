@@ -22,9 +22,18 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["Batch", "prepared_batches", "DEFAULT_DEPTH", "default_threads"]
+__all__ = ["Batch", "prepared_batches", "DEFAULT_DEPTH", "default_depth", "default_threads"]
 
 DEFAULT_DEPTH = 1  # batches waiting in the queue; the thread holds one more while it blocks
+
+
+def default_depth(model_on_cpu, torch_model):
+    """Batches to prepare ahead when the caller does not say: DEFAULT_DEPTH, except for a torch
+    model on the CPU, which gets none. There the model already keeps every core busy, so preparing
+    beside it cannot raise the throughput, and on a 2-core machine a preparing thread beside torch's
+    OpenMP workers made BLIP runs 2-20x slower in some measurements (bench/RESULTS.md,
+    auto-captioning); onnxruntime on the CPU and any model on a GPU showed no such effect."""
+    return 0 if (model_on_cpu and torch_model) else DEFAULT_DEPTH
 
 
 def default_threads(model_on_cpu, depth=DEFAULT_DEPTH):

@@ -51,6 +51,7 @@ class BlipCaptioner:
         self.prep = models.prep_spec(self.path)
         self.device = models.torch_device(device)
         self.on_cpu = self.device == "cpu"
+        self.torch_model = True
         self.dtype = models.torch_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         self.model = BlipForConditionalGeneration.from_pretrained(self.path, local_files_only=True,

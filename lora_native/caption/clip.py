@@ -80,6 +80,7 @@ class ClipInterrogator:
         self.path = self.clip.path
         self.prep = self.clip.prep
         self.on_cpu = getattr(self.clip, "on_cpu", True)
+        self.torch_model = True
         # the text side of every list, once per run
         self.text = [self.clip.embed_texts(items) for _, items in self.lists]
 

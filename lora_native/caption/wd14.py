@@ -175,6 +175,7 @@ class Wd14Captioner:
             raise CaptionModelError("cannot load the WD14 model %s: %s" % (display_path(self.path), e),
                                     self.path) from None
         self.on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
+        self.torch_model = False
         inp = self.session.get_inputs()[0]
         shape = list(inp.shape)
         if len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int) or shape[1] != shape[2]:
