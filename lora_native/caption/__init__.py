@@ -19,6 +19,9 @@ Writing rules:
 - An existing caption (a non-empty row of that metadata.csv, or a non-empty .txt) is never
   replaced unless overwrite=True. Every file is written atomically (temp file + rename); .txt files
   as each batch is done, metadata.csv at the end (also when interrupted, with what was done).
+- The report (CaptionReport: .summary(), .to_json()) is returned; the command line prints it and
+  writes JSON only where `--report PATH` says: nothing like caption_report.json is dropped among
+  the user's images or next to their metadata.csv.
 - The caption written is `trigger, prefix caption`: the trigger word(s) as training prepends them
   (lora_native.captions.with_trigger); prefix before the model's text, joined with ", " for tag
   captioners (wd14, clip) and a space for BLIP.

@@ -61,7 +61,7 @@ class CaptionReport:
         if self.written and self.format == "csv":
             lines.append("wrote %s" % display_path(self.output))
         elif self.written:
-            lines.append("wrote %d caption files under %s" % (len(self.written), display_path(self.output)))
+            lines.append("wrote %d caption file(s) under %s" % (len(self.written), display_path(self.output)))
         for rel, reason in self.skipped:
             lines.append("  skipped  %s: %s" % (display_path(rel), reason))
         top = self.top_tags()
