@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml setup.py | $(VENV)/bin/python
 	PYTHON=$(PYTHON) bash tools/system_deps.sh
 	$(PIP) install -q --upgrade pip "setuptools>=77" wheel numpy
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q --no-build-isolation -e ".[train,test,ui]"
+	$(PIP) install -q --no-build-isolation -e ".[train,test,ui,caption]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,5 +1,5 @@
-"""ComfyUI nodes (V1 API) over lora_native: clean a dataset, train a LoRA, load one, and read
-`<lora:NAME:W>` tags from a prompt.
+"""ComfyUI nodes (V1 API) over lora_native: clean a dataset, caption it, train a LoRA, load one,
+and read `<lora:NAME:W>` tags from a prompt.
 
 ComfyUI's modules (folder_paths, comfy.*) are imported inside the functions: they exist only
 once ComfyUI runs, and importing this file must not need them.
@@ -84,6 +84,86 @@ class CleanDataset:
         report = lora_native.clean(src, out, resolution=resolution, bucket=bucket, near_dup=near_dup, keep=keep,
                                    trigger=trigger, min_side=min_side)
         return (out, report.summary())
+
+
+def caption_search_dirs():
+    """Where the Caption node looks for captioning models: ComfyUI's models folder and the folders
+    that hold its checkpoints (extra_model_paths.yaml included), each as `<dir>/captioners/<name>/`
+    (e.g. ComfyUI/models/captioners/wd14/wd-v1-4-moat-tagger-v2/)."""
+    fp = _folder_paths()
+    dirs = []
+    models_dir = getattr(fp, "models_dir", None)
+    if models_dir:
+        dirs.append(models_dir)
+    try:
+        dirs += [os.path.dirname(os.path.normpath(p)) for p in fp.get_folder_paths("checkpoints")]
+    except (KeyError, AttributeError):
+        pass
+    seen, out = set(), []
+    for d in dirs:
+        if d and d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+class CaptionDataset:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dataset_folder": ("STRING", {"default": "", "tooltip": "Folder of images to caption (and its "
+                                                                        "subfolders)."}),
+                "captioner": (["wd14", "blip", "clip"], {"tooltip": "wd14: danbooru tags; blip: a sentence; clip: "
+                                                                    "the best phrases of lists."}),
+                "format": (["csv", "txt"], {"tooltip": "csv: metadata.csv in the folder; txt: a .txt beside each "
+                                                       "image."}),
+                "trigger": ("STRING", {"default": "", "tooltip": "Word put first in every caption."}),
+                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace existing captions (default: keep "
+                                                                       "them)."}),
+            },
+            "optional": {
+                "model_path": ("STRING", {"default": "", "tooltip": "Empty: the first model in ComfyUI/models/"
+                                                                    "captioners/<captioner>/. Nothing is downloaded."}),
+                "prefix": ("STRING", {"default": "", "tooltip": "Text put before each generated caption."}),
+                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01,
+                                                "tooltip": "WD14: general tags at this probability or more."}),
+                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01,
+                                                  "tooltip": "WD14: character tags likewise."}),
+                "exclude_tags": ("STRING", {"default": "", "tooltip": "WD14: comma-separated tags never written."}),
+                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256}),
+            },
+        }
+
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("dataset_folder", "report")
+    FUNCTION = "caption"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    def caption(self, dataset_folder, captioner, format, trigger, overwrite, model_path="", prefix="",
+                general_threshold=0.35, character_threshold=0.85, exclude_tags="", batch_size=8):
+        import comfy.utils
+        from lora_native.caption import caption
+
+        mm = _mm()
+        folder = os.path.abspath(os.path.expanduser(dataset_folder.strip()))
+        options = {}
+        if captioner == "wd14":
+            options = dict(general_threshold=general_threshold, character_threshold=character_threshold,
+                           exclude_tags=exclude_tags)
+        bar = [None]
+
+        def progress(stage, done, total):
+            mm.throw_exception_if_processing_interrupted()
+            if bar[0] is None:
+                bar[0] = comfy.utils.ProgressBar(max(total, 1))
+            bar[0].update_absolute(done, total)
+
+        report = caption(folder, captioner=captioner, model=model_path.strip() or None, format=format,
+                         trigger=trigger, prefix=prefix, overwrite=overwrite, batch_size=batch_size,
+                         progress=progress, search_dirs=caption_search_dirs(), **options)
+        return (folder, report.summary())
 
 
 class TrainLora:
@@ -239,6 +319,7 @@ class PromptWithLoraTags:
 
 NODE_CLASS_MAPPINGS = {
     "LoraNativeCleanDataset": CleanDataset,
+    "LoraNativeCaptionDataset": CaptionDataset,
     "LoraNativeTrainLora": TrainLora,
     "LoraNativeLoadLora": LoadLoraNative,
     "LoraNativePromptWithTags": PromptWithLoraTags,
@@ -246,6 +327,7 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoraNativeCleanDataset": "Clean Dataset (LoRA Native)",
+    "LoraNativeCaptionDataset": "Caption Dataset (LoRA Native)",
     "LoraNativeTrainLora": "Train LoRA (LoRA Native)",
     "LoraNativeLoadLora": "Load LoRA (native)",
     "LoraNativePromptWithTags": "Prompt with LoRA tags",

@@ -1,5 +1,5 @@
-"""`lora-native` command line: one subcommand per module (clean -> dataset, demo -> demo,
-install-webui/install-comfy -> install_hosts)."""
+"""`lora-native` command line: one subcommand per module (clean -> dataset, caption -> caption,
+demo -> demo, install-webui/install-comfy -> install_hosts)."""
 import argparse
 import os
 import sys
@@ -94,6 +94,111 @@ def _cmd_clean(args):
         if args.strict:
             return 3
     return 0
+
+
+def add_caption_arguments(p, input_option=False):
+    """The caption options, shared by `lora-native caption` and tools/auto_label.py (which names the
+    folder with --input, as the seed's script did)."""
+    if input_option:
+        p.add_argument("--input", dest="dir", metavar="DIR", help="folder of images (searched recursively)")
+    else:
+        p.add_argument("dir", nargs="?", metavar="DIR", help="folder of images (searched recursively; default: "
+                                                            "train_data_dir of --config)")
+    p.add_argument("--captioner", choices=("blip", "wd14", "clip"), default=None,
+                   help="blip: a sentence; wd14: danbooru tags (onnxruntime); clip: best phrases of lists "
+                        "(default: the --config's captioner, else blip)")
+    p.add_argument("--model", metavar="PATH",
+                   help="local model folder (or WD14 .onnx file); default: $LORA_NATIVE_<BLIP|WD14|CLIP>_MODEL, "
+                        "then --config's caption_model. Nothing is ever downloaded")
+    p.add_argument("--format", choices=("csv", "txt"), default=None,
+                   help="csv: one metadata.csv (filename,prompt); txt: a .txt beside each image (kohya). Default: "
+                        "csv, or txt when --output is a folder")
+    p.add_argument("--output", metavar="PATH", help="metadata.csv to write or merge into (default DIR/metadata.csv), "
+                                                    "or a folder for .txt files")
+    p.add_argument("--trigger", default="", help="trigger word(s) put first in every caption (e.g. sks)")
+    p.add_argument("--prefix", default="", help="text put before each generated caption")
+    p.add_argument("--overwrite", action="store_true", help="replace existing captions (default: keep them)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    p.add_argument("--threads", type=int, default=0, help="threads preparing images (default: all cores)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--config", metavar="YAML", help="training config: its captioner, caption_model, "
+                                                    "train_data_dir and metadata_path keys are used")
+    p.add_argument("--report", metavar="PATH", help="also write the report as JSON here")
+    g = p.add_argument_group("BLIP options")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="longest caption in tokens (default 30)")
+    g.add_argument("--num-beams", type=int, default=None, help="beam search width (default 3)")
+    g.add_argument("--prompt", default=None, help="text the caption continues, e.g. 'a picture of'")
+    g = p.add_argument_group("WD14 options")
+    g.add_argument("--general-threshold", type=float, default=None, help="general tags at this probability "
+                                                                         "or more (default 0.35)")
+    g.add_argument("--character-threshold", type=float, default=None, help="character tags likewise (default 0.85)")
+    g.add_argument("--exclude-tags", default=None, metavar="TAGS", help="comma-separated tags never written")
+    g.add_argument("--include-ratings", action="store_true", default=None,
+                   help="put the most probable rating tag (general, sensitive, ...) first")
+    g = p.add_argument_group("CLIP options")
+    g.add_argument("--phrases", default=None, metavar="PATH",
+                   help="phrase list (.txt, one a line) or folder of lists to rank instead of the built-in ones")
+
+
+_CAPTIONER_OPTIONS = {"max_new_tokens": "blip", "num_beams": "blip", "prompt": "blip",
+                      "general_threshold": "wd14", "character_threshold": "wd14", "exclude_tags": "wd14",
+                      "include_ratings": "wd14", "phrases": "clip"}
+
+
+def _add_caption(sub):
+    p = sub.add_parser("caption", help="caption a folder of images with a local BLIP, WD14 or CLIP model",
+                       description="Write a caption for every image of DIR that has none: into DIR/metadata.csv "
+                                   "(filename,prompt; existing rows kept) or a .txt beside each image. Existing "
+                                   "captions are kept unless --overwrite. Models are local folders only.")
+    add_caption_arguments(p)
+    p.set_defaults(func=run_caption)
+
+
+def run_caption(args):
+    """Run a parsed caption command line (lora-native caption, tools/auto_label.py)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this process only: nothing is fetched
+    from .errors import UsageError
+    folder, output = args.dir, args.output
+    if args.config and (not folder or (not output and args.format != "txt")):
+        from .config import read_config_keys
+        keys = read_config_keys(args.config, ("train_data_dir", "metadata_path"))
+        folder = folder or keys.get("train_data_dir")
+        if not output and args.format != "txt" and folder == keys.get("train_data_dir"):
+            output = keys.get("metadata_path")
+    if not folder:
+        raise UsageError("which folder? lora-native caption DIR (or --config with train_data_dir)")
+    options = {key: getattr(args, key) for key in _CAPTIONER_OPTIONS if getattr(args, key) is not None}
+    from .caption import caption, models
+    chosen = args.captioner or models.read_config_keys(args.config)[0] or "blip"
+    wrong = [k for k in options if _CAPTIONER_OPTIONS[k] != chosen]
+    if wrong:
+        raise UsageError("--%s %s for the %s captioner, not %s" % (
+            wrong[0].replace("_", "-"), "is an option" if len(wrong) == 1 else "(and others) are options",
+            _CAPTIONER_OPTIONS[wrong[0]], chosen))
+    _quiet_transformers()
+    update, close = _progress_bar()
+    try:
+        report = caption(folder, captioner=chosen, model=args.model, format=args.format, output=output,
+                         trigger=args.trigger, prefix=args.prefix, overwrite=args.overwrite,
+                         batch_size=args.batch_size, threads=args.threads, device=args.device, progress=update,
+                         config=args.config, **options)
+    finally:
+        close()
+    print(report.summary())
+    if args.report:
+        report.write_json(args.report)
+        print("report: %s" % args.report)
+    return 0
+
+
+def _quiet_transformers():
+    """No weight-loading bars or torchvision notices from transformers on our terminal."""
+    try:
+        import transformers.utils.logging as tlog
+    except ImportError:
+        return
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
 
 
 def _add_demo(sub):
@@ -266,6 +371,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version="lora-native " + __version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_clean(sub)
+    _add_caption(sub)
     _add_train(sub)
     _add_inspect(sub)
     _add_demo(sub)

@@ -108,6 +108,10 @@ class Config:
     # fused LoRA branch + AdamW from csrc/lora; None: where bench/RESULTS.md shows them faster
     # (lora_native.ops.native_by_default)
     native_kernels: Optional[bool] = None
+    # `lora-native caption --config`: the captioner (blip | wd14 | clip) and its local model path;
+    # training ignores them
+    captioner: Optional[str] = None
+    caption_model: Optional[str] = None
 
     # --- not config keys: where the values came from, for messages
     source: Optional[str] = field(default=None, compare=False)     # the config file, None without one
@@ -195,6 +199,16 @@ def _parse_file(path):
 def config_file_keys(path):
     """The keys a YAML config file sets (syntax checked, values not): hosts fill in the rest."""
     return set(_parse_file(os.fspath(path)))
+
+
+def read_config_keys(path, keys):
+    """Some keys of a YAML config file -> {key: value} for those it sets: typed by the schema, paths
+    resolved against the file's folder, without the checks a whole training config needs (other
+    tools read their keys from the training YAML this way: `lora-native caption --config`)."""
+    path = os.fspath(path)
+    parsed = _parse_file(path)
+    base = os.path.dirname(os.path.abspath(path))
+    return {k: _resolve_path(k, parsed[k][0], base) for k in keys if k in parsed and parsed[k][0] is not None}
 
 
 def _raise_all(errors):

@@ -55,3 +55,12 @@ class ModelError(LoraNativeError):
     def __init__(self, message, path=None):
         super().__init__(message)
         self.path = path
+
+
+class CaptionModelError(UsageError):
+    """A captioner's model is missing or incomplete: the message names the files expected and how
+    users usually obtain them (lora-native never downloads a model); carries the path."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path

@@ -39,7 +39,7 @@ def _node(comfy, name):
 def test_declarations(comfy):
     mappings = comfy.nodes.NODE_CLASS_MAPPINGS
     assert set(mappings) == set(comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS)
-    assert len(mappings) == 4
+    assert len(mappings) == 5
     for name, cls in mappings.items():
         spec = cls.INPUT_TYPES()
         assert isinstance(spec, dict) and "required" in spec, name
@@ -80,6 +80,30 @@ def _train_args(comfy, data, **over):
 def trainable(comfy, tmp_path):
     make_tiny_model(os.path.join(comfy.checkpoints, "tiny.safetensors"), "sd15")
     return make_image_folder(str(tmp_path / "data"), count=4)
+
+
+def test_caption_dataset_finds_the_model_in_comfy_models(comfy, tmp_path):
+    from builders.captioners import make_wd14_model, save_solid
+
+    models_dir = os.path.dirname(comfy.checkpoints)
+    make_wd14_model(os.path.join(models_dir, "captioners", "wd14", "tiny-tagger"),
+                    [("general", 9, (0, 0, 0), 2.0), ("red_theme", 0, (0, 0, 40), -20.0),
+                     ("long_hair", 0, (0, 0, 0), 2.0)])
+    images = tmp_path / "imgs"
+    save_solid(str(images / "a.png"), (255, 0, 0))
+    save_solid(str(images / "b.png"), (0, 0, 255))
+    folder, report = _node(comfy, "LoraNativeCaptionDataset").caption(str(images), "wd14", "csv", "sks", False)
+    assert folder == str(images) and "2 captioned" in report
+    assert (images / "metadata.csv").read_text() == \
+        "filename,prompt\na.png,\"sks, red theme, long hair\"\nb.png,\"sks, long hair\"\n"
+    bar = comfy_stub.ProgressBar.instances[-1]
+    assert bar.current == bar.total == 2
+    # Interrupt: stops before the first batch, nothing written
+    (images / "metadata.csv").unlink()
+    comfy.mm.interrupt_current_processing()
+    with pytest.raises(comfy.mm.InterruptProcessingException):
+        _node(comfy, "LoraNativeCaptionDataset").caption(str(images), "wd14", "txt", "", False)
+    assert not list(images.glob("*.txt"))
 
 
 def test_train_lora_end_to_end(comfy, trainable):

@@ -5,7 +5,7 @@ import pytest
 
 from lora_native.captions import read_metadata_csv
 from lora_native.errors import UsageError
-from lora_native.ui.app import default_output_folder, save_captions, training_values
+from lora_native.ui.app import caption_folder, default_output_folder, save_captions, training_values
 from lora_native.ui.host import Host
 
 
@@ -36,3 +36,21 @@ def test_save_captions_adds_the_trigger(tmp_path):
     with pytest.raises(UsageError):
         save_captions(str(tmp_path), [["missing.png", "x"]])
     assert default_output_folder(str(tmp_path / "imgs") + os.sep) == str(tmp_path / "imgs") + "_clean"
+
+
+def test_caption_button_uses_the_hosts_model_folders(tmp_path):
+    from builders.captioners import make_wd14_model, save_solid
+
+    models = tmp_path / "models"
+    make_wd14_model(str(models / "captioners" / "wd14" / "tagger"), [("general", 9, (0, 0, 0), 2.0),
+                                                                    ("long_hair", 0, (0, 0, 0), 2.0)])
+    host = Host([models], tmp_path / "loras")
+    data = tmp_path / "data"
+    save_solid(str(data / "a.png"), (10, 20, 30))
+    save_captions(str(data), [["a.png", "mine"]])
+    save_solid(str(data / "b.png"), (10, 20, 30))
+    rows, md = caption_folder(host, str(data), "wd14", "", False, "sks")
+    assert rows == [["a.png", "mine"], ["b.png", "sks, long hair"]]
+    assert "**1** captioned" in md and "**1** already captioned" in md
+    with pytest.raises(UsageError):
+        caption_folder(host, str(tmp_path / "nowhere"), "wd14")

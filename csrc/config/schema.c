@@ -15,6 +15,7 @@ static const char *const MIXED_PRECISION[] = {"no", "fp16", "bf16", NULL};
 static const char *const SAVE_PRECISION[] = {"fp16", "bf16", "float", NULL};
 static const char *const RESUME[] = {"auto", "never", NULL};
 static const char *const DEVICE[] = {"auto", "cpu", "cuda", NULL};
+static const char *const CAPTIONER[] = {"blip", "wd14", "clip", NULL};
 
 #define MIN_ LN_CFG_HAS_MIN
 #define GT_ (LN_CFG_HAS_MIN | LN_CFG_MIN_EXCLUSIVE)
@@ -88,6 +89,9 @@ static const ln_cfg_key SCHEMA[] = {
     {"tokenizer_path", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"device", LN_CFG_ENUM, DEVICE, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"native_kernels", LN_CFG_BOOL, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    /* `lora-native caption --config`: which captioner and its local model folder (or file) */
+    {"captioner", LN_CFG_ENUM, CAPTIONER, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"caption_model", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
 };
 
 /* What users of sd-scripts and the seed articles' neighbours type instead of our names. */

@@ -1,6 +1,6 @@
 """The training page: `build_ui(host) -> gradio.Blocks`.
 
-Clean a folder, edit captions, pick a base model, set the main options (or paste YAML), train
+Clean a folder, caption it with a local model and edit the captions, pick a base model, set the main options (or paste YAML), train
 in the background with live progress, get the LoRA in the host's folder and its prompt tag.
 The same Blocks serve `lora-native ui` and the WebUI tab; the host (ui/host.py) says where
 things live. gradio is imported here only, so `import lora_native` works without it.
@@ -113,6 +113,32 @@ def save_captions(folder, table, trigger=""):
     return len(rows)
 
 
+CAPTIONERS = ["wd14", "blip", "clip"]
+
+
+def caption_folder(host, folder, captioner, model="", overwrite=False, trigger="", progress=None):
+    """Caption the training folder into its metadata.csv (rows kept, captions kept unless
+    overwrite) with a local model: `model`, else the host's `<models>/captioners/<captioner>/`.
+    Returns (caption rows for the table, report markdown)."""
+    from ..caption import caption
+    from ..errors import UsageError
+    if not folder or not os.path.isdir(os.path.expanduser(folder)):
+        raise UsageError("no training folder %r: clean a dataset first (or type the folder)" % folder)
+    folder = os.path.expanduser(folder)
+    report = caption(folder, captioner=captioner, model=(model or "").strip() or None, overwrite=bool(overwrite),
+                     trigger=trigger or "", search_dirs=host.caption_search_dirs(), progress=progress)
+    lines = ["**%d** captioned, **%d** skipped, **%d** already captioned (%s, %.1f s)"
+             % (len(report.captioned), len(report.skipped), len(report.existing), captioner, report.elapsed)]
+    lines += ["- skipped `%s`: %s" % (rel, reason) for rel, reason in report.skipped]
+    top = report.top_tags()
+    if top:
+        lines.append("- most frequent: " + ", ".join("%s (%d)" % kv for kv in top))
+    short = report.short_captions()
+    if short:
+        lines.append("- shorter than 3 words: " + ", ".join("`%s`" % rel for rel, _ in short))
+    return read_caption_rows(folder), "\n".join(lines)
+
+
 def training_values(host, fields, yaml_text=""):
     """The config dict of a run: the page's fields, then the Advanced YAML over them. Output:
     checkpoints in `<lora_dir>/<output_name>_training/`, the final file copied to the LoRA folder."""
@@ -223,6 +249,15 @@ def build_ui(host, defaults=None, runner=None):
             gr.Warning("Save failed: %s" % e)
             return gr.skip(), error_md(e)
 
+    def do_caption(folder, captioner, model, overwrite, trigger, progress=gr.Progress()):
+        try:
+            rows, md = caption_folder(host, folder, captioner, model, overwrite, trigger,
+                                      progress=lambda stage, done, total: progress((done, total), desc="captioning"))
+            return rows, md, ""
+        except Exception as e:
+            gr.Warning("Caption failed: %s" % e)
+            return gr.skip(), "", error_md(e)
+
     def do_refresh_loras():
         try:
             done = host.refresh_loras()
@@ -310,6 +345,15 @@ def build_ui(host, defaults=None, runner=None):
                 data_dir = gr.Textbox(d.get("train_data_dir", ""), label="Training folder (the cleaned set)",
                                       elem_id="ln-train-data", scale=4)
                 load_caps = gr.Button("Load captions", elem_id="ln-load-captions", scale=1)
+            with gr.Row():
+                captioner = gr.Dropdown(CAPTIONERS, value=d.get("captioner", "wd14"), label="Captioner",
+                                        elem_id="ln-captioner", scale=1)
+                caption_model = gr.Textbox(d.get("caption_model", ""), elem_id="ln-caption-model", scale=3,
+                                           label="Caption model folder (empty: <models>/captioners/<captioner>/)")
+                caption_overwrite = gr.Checkbox(False, label="Replace existing captions",
+                                                elem_id="ln-caption-overwrite", scale=1)
+                caption_btn = gr.Button("Caption", elem_id="ln-caption", scale=1)
+            caption_md = gr.Markdown("", elem_id="ln-caption-report")
             captions = gr.Dataframe(headers=["file", "caption"], label="Captions (editable)", elem_id="ln-captions",
                                     **_kw(gr.Dataframe, interactive=True, wrap=True, column_count=2))
             save_caps = gr.Button("Save captions", elem_id="ln-save-captions")
@@ -359,6 +403,8 @@ def build_ui(host, defaults=None, runner=None):
         clean_btn.click(do_clean, [dataset, clean_out, clean_res, trigger],
                         [report_md, rejected_gal, dups_gal, captions, data_dir, clean_out, error])
         load_caps.click(do_load_captions, [data_dir], [captions, error])
+        caption_btn.click(do_caption, [data_dir, captioner, caption_model, caption_overwrite, trigger],
+                          [captions, caption_md, error])
         save_caps.click(do_save_captions, [data_dir, captions, trigger], [captions, status])
         refresh.click(do_refresh, [base_model], [base_model])
         refresh_loras.click(do_refresh_loras, [], [status])

@@ -43,6 +43,11 @@ class Host:
                 return path
         raise FileNotFoundError("no base model named %r in %s" % (name, ", ".join(self.models_dirs) or "(no folder)"))
 
+    def caption_search_dirs(self):
+        """Folders holding `captioners/<blip|wd14|clip>/<model>/` for the Caption button
+        (lora_native.caption.models)."""
+        return list(self.models_dirs)
+
     def lora_dir(self):
         """Where trained LoRA files go (the host's LoRA folder)."""
         return self._lora_dir

@@ -50,6 +50,11 @@ class WebUIHost(Host):
                     return c.filename
         raise FileNotFoundError("no checkpoint named %r in the WebUI's list (refresh it, or give a full path)" % name)
 
+    def caption_search_dirs(self):
+        """The WebUI's models folder: models/captioners/<blip|wd14|clip>/<model>/."""
+        from modules import paths
+        return [paths.models_path]
+
     def lora_root(self):
         """The WebUI's LoRA folder: --lora-dir, else models/Lora (the Lora extension's default)."""
         from modules import paths, shared
