@@ -287,16 +287,14 @@ def embed_files(model, paths, batch_size=16, threads=None, max_pixels=None, prog
     Files that cannot be decoded get a zero row and their decoder message."""
     from .caption.batches import prepared_batches
     rows, errors = [], []
-    done = 0
-    for pixels, errs in prepared_batches(paths, model.prep, batch_size=batch_size, threads=threads,
-                                         max_pixels=max_pixels):
-        e = model.embed_images(pixels)
-        e[[k for k, err in enumerate(errs) if err is not None]] = 0.0
+    for batch in prepared_batches(paths, model.prep, batch_size=batch_size, threads=threads,
+                                  max_pixels=max_pixels):
+        e = np.asarray(model.embed_images(batch.pixels), dtype=np.float32)
+        e[[k for k, err in enumerate(batch.errors) if err is not None]] = 0.0
         rows.append(e)
-        errors += errs
-        done += len(errs)
+        errors += batch.errors
         if progress:
-            progress(done, len(paths))
+            progress(len(errors), len(paths))
     dim = rows[0].shape[1] if rows else 0
     return (np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)), errors
 
