@@ -46,6 +46,16 @@ def _add_clean(sub):
                    help="near-duplicate pHash Hamming distance (default 6 of 64 bits; -1 disables)")
     p.add_argument("--keep", choices=("largest", "sharpest"), default="largest",
                    help="which picture of a duplicate group is kept")
+    p.add_argument("--clip-dedup", type=float, nargs="?", const=0.95, default=0.0, metavar="COS",
+                   help="also group pictures whose CLIP image embeddings have cosine similarity >= COS "
+                        "(default 0.95 when given without a value); needs --clip-model")
+    p.add_argument("--clip-model", default=None, metavar="PATH",
+                   help="local CLIP model folder (transformers layout) for --clip-dedup "
+                        "(default: $LORA_NATIVE_CLIP_MODEL); nothing is downloaded")
+    p.add_argument("--embedding-cache", default=None, metavar="DIR",
+                   help="where CLIP embeddings are cached (default: ~/.cache/lora-native/embeddings)")
+    p.add_argument("--no-embedding-cache", action="store_true", help="embed every picture, cache nothing")
+    p.add_argument("--device", default=None, help="torch device for the CLIP model (default: cuda when present)")
     p.add_argument("--min-side", type=int, default=512, help="reject images whose short side is smaller")
     p.add_argument("--max-aspect", type=float, default=3.0, help="reject images more elongated than this")
     p.add_argument("--blur-threshold", type=float, default=None, help="reject when sharpness is under this "
@@ -71,7 +81,8 @@ def _cmd_clean(args):
                    max_aspect=args.max_aspect, reject_grayscale=args.reject_grayscale,
                    ignore=args.ignore_check, trigger=args.trigger, caption_extension=args.caption_extension,
                    caption_output=args.captions, output_format=args.format, dry_run=args.dry_run,
-                   threads=args.threads)
+                   threads=args.threads, clip_dedup=args.clip_dedup, clip_model=args.clip_model,
+                   embedding_cache="" if args.no_embedding_cache else args.embedding_cache, device=args.device)
     if args.blur_threshold is not None:
         options["blur"] = args.blur_threshold
     update, close = _progress_bar()

@@ -8,6 +8,8 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from . import _native
 from .captions import OTHER_CAPTION_EXTENSIONS, format_metadata_csv, read_captions, with_trigger
 from .dedup import group_near_duplicates, hamming
@@ -45,6 +47,11 @@ class CleanOptions:
     max_pixels: int = 8192 * 8192
     thumbnails: bool = True
     quality: QualityThresholds = field(default_factory=QualityThresholds)
+    clip_dedup: float = 0.0          # cosine of CLIP image embeddings; 0 disables semantic duplicates
+    clip_model: str = None           # local CLIP folder (transformers layout)
+    embedding_cache: str = None      # folder of cached embeddings; None = the user cache, "" = no cache
+    device: str = None               # torch device for the CLIP model (default: cuda when present)
+    batch_size: int = 16
 
 
 def parse_resolution(value):
@@ -84,6 +91,15 @@ def _check_options(o):
         raise UsageError("fit='pad' pads to one size; it cannot be combined with buckets")
     if not o.caption_extension.startswith("."):
         raise UsageError("caption_extension must start with a dot, e.g. '.txt'")
+    if o.clip_dedup:
+        if not 0.0 < o.clip_dedup <= 1.0:
+            raise UsageError("clip_dedup is a cosine similarity threshold in (0, 1] (0 turns it off), got %r"
+                             % (o.clip_dedup,))
+        if not o.clip_model:
+            raise UsageError("clip_dedup needs a local CLIP model folder: --clip-model PATH (e.g. a download of "
+                             "openai/clip-vit-base-patch32 or clip-vit-large-patch14; nothing is fetched)")
+    if o.batch_size < 1:
+        raise UsageError("batch_size must be at least 1, got %d" % o.batch_size)
     if not 0 <= o.threads <= 1024:
         raise UsageError("threads must be between 0 (all cores) and 1024, got %d" % o.threads)
     if o.bucket:
@@ -184,9 +200,10 @@ def _choose_kept(members, items, keep):
     return min(members, key=key)
 
 
-def _group_duplicates(items, usable, o):
-    """Exact duplicates (same decoded pixels) and near duplicates (pHash distance <= near_dup)
-    among usable images; returns a list of groups (lists of item indices, kept one first)."""
+def _group_duplicates(items, usable, o, semantic_pairs=()):
+    """Exact duplicates (same decoded pixels), near duplicates (pHash distance <= near_dup) and
+    semantic duplicates (`semantic_pairs` of item indices) among usable images; returns a list
+    of groups (lists of item indices, kept one first)."""
     parent = {i: i for i in usable}
 
     def find(i):
@@ -211,6 +228,9 @@ def _group_duplicates(items, usable, o):
         labels = group_near_duplicates(phashes, t=o.near_dup, threads=o.threads or None)
         for pos, label in enumerate(labels):
             union(usable[pos], usable[int(label)])
+    base = {i: find(i) for i in usable}  # exact/near components, before semantic links
+    for a, b in semantic_pairs:
+        union(a, b)
     comps = {}
     for i in usable:
         comps.setdefault(find(i), []).append(i)
@@ -221,7 +241,62 @@ def _group_duplicates(items, usable, o):
         kept = _choose_kept(members, items, o.keep)
         groups.append([kept] + sorted(m for m in members if m != kept))
     groups.sort(key=lambda g: min(g))
-    return groups
+    return groups, base
+
+
+def _semantic_duplicates(src, items, usable, o, progress, warnings):
+    """CLIP image embeddings of the usable images (cached by decoded-pixel hash and model) and the
+    pairs of item indices whose cosine similarity reaches o.clip_dedup.
+    Returns ({item index: normalised embedding}, [(a, b), ...])."""
+    from .caption.clip_model import load_clip
+    from .semantic import EmbeddingCache, default_cache_dir, normalize, similar_pairs
+    model = load_clip(o.clip_model, device=o.device)
+    keys = [items[i].hashes["pixels"] for i in usable]
+    cache = None
+    if o.embedding_cache != "":
+        cache = EmbeddingCache(o.embedding_cache or default_cache_dir(), model.model_id)
+        found, emb = cache.get(keys)
+    else:
+        found, emb = np.zeros(len(keys), bool), None
+    missing = [k for k in range(len(usable)) if not found[k]]
+    if missing:
+        paths = [os.path.join(src, items[usable[k]].rel) for k in missing]
+        fresh, errors = embed_files(model, paths, batch_size=o.batch_size, threads=o.threads or None,
+                                    max_pixels=o.max_pixels,
+                                    progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+        if emb is None:
+            emb = np.zeros((len(usable), fresh.shape[1]), np.float32)
+        emb[missing] = fresh
+        ok = [m for m, e in zip(missing, errors) if e is None]
+        for m, e in zip(missing, errors):
+            if e is not None:
+                items[usable[m]].reject("embed_failed", e)
+        if cache is not None and ok:
+            cache.put([keys[m] for m in ok], emb[ok])
+    elif progress:
+        progress("embed", len(usable), len(usable))
+    live = [k for k in range(len(usable)) if items[usable[k]].status == "kept"]
+    emb = normalize(emb[live])
+    ii, jj, _ = similar_pairs(emb, o.clip_dedup, threads=o.threads or None)
+    pairs = [(usable[live[a]], usable[live[b]]) for a, b in zip(ii.tolist(), jj.tolist())]
+    return {usable[k]: emb[n] for n, k in enumerate(live)}, pairs
+
+
+def embed_files(model, paths, batch_size=16, threads=None, max_pixels=None, progress=None):
+    """CLIP image embeddings of image files -> (float32 [n, d] L2-normalised, errors per file).
+    Files that cannot be decoded get a zero row and their decoder message."""
+    from .caption.batches import prepared_batches
+    rows, errors = [], []
+    for batch in prepared_batches(paths, model.prep, batch_size=batch_size, threads=threads,
+                                  max_pixels=max_pixels):
+        e = np.asarray(model.embed_images(batch.pixels), dtype=np.float32)
+        e[[k for k, err in enumerate(batch.errors) if err is not None]] = 0.0
+        rows.append(e)
+        errors += batch.errors
+        if progress:
+            progress(len(errors), len(paths))
+    dim = rows[0].shape[1] if rows else 0
+    return (np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)), errors
 
 
 def _read_manifest(out):
@@ -298,6 +373,8 @@ def clean(src, out, progress=None, **options):
         raise UsageError("unknown clean option(s): %s" % ", ".join(sorted(unknown)))
     if "resolution" in options:
         options["resolution"] = parse_resolution(options["resolution"])
+    if options.get("clip_dedup") and not options.get("clip_model") and os.environ.get("LORA_NATIVE_CLIP_MODEL"):
+        options["clip_model"] = os.environ["LORA_NATIVE_CLIP_MODEL"]
     o = CleanOptions(**options)
     if q_opts:
         o = replace(o, quality=replace(o.quality, **q_opts))
@@ -337,14 +414,20 @@ def clean(src, out, progress=None, **options):
         items.append(item)
 
     usable = [i for i, it in enumerate(items) if it.status == "kept"]
-    groups = _group_duplicates(items, usable, o)
+    embeddings, semantic_pairs = {}, []
+    if o.clip_dedup and len(usable) > 1:
+        embeddings, semantic_pairs = _semantic_duplicates(src, items, usable, o, progress, warnings)
+    groups, base = _group_duplicates(items, usable, o, semantic_pairs)
     for gid, members in enumerate(groups):
         kept = members[0]
         items[kept].group = gid
         for m in members[1:]:
             exact = items[m].hashes["pixels"] == items[kept].hashes["pixels"]
             d = hamming(int(items[m].hashes["phash"], 16), int(items[kept].hashes["phash"], 16))
-            items[m].mark_duplicate(items[kept].path, "exact" if exact else "near", d, gid)
+            kind = "exact" if exact else "near" if base[m] == base[kept] else "semantic"
+            items[m].mark_duplicate(items[kept].path, kind, d, gid)
+            if m in embeddings and kept in embeddings:
+                items[m].similarity = float(embeddings[m] @ embeddings[kept])
 
     kept = [it for it in items if it.status == "kept"]
     ext = ".png" if o.output_format == "png" else ".jpg"

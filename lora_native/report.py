@@ -45,8 +45,9 @@ class Item:
     caption: str = ""
     caption_source: str = None
     duplicate_of: str = None
-    duplicate_kind: str = None  # exact | near
+    duplicate_kind: str = None  # exact | near | semantic
     distance: int = None        # pHash Hamming distance to the kept picture
+    similarity: float = None    # cosine of CLIP embeddings with the kept picture (with clip_dedup)
     group: int = None
     output: str = None          # path relative to DST
     output_size: tuple = None
@@ -93,6 +94,8 @@ class Item:
         }
         if self.status == "duplicate":
             d.update(duplicate_of=self.duplicate_of, duplicate_kind=self.duplicate_kind, distance=self.distance)
+            if self.similarity is not None:
+                d["similarity"] = round(self.similarity, 4)
         if self.group is not None:
             d["group"] = self.group
         if self.output:
@@ -139,10 +142,16 @@ class Report:
             "src": display_path(self.src), "out": display_path(self.out), "dry_run": self.dry_run,
             "elapsed_seconds": round(self.elapsed, 3), "options": opts, "counts": self.counts(),
             "warnings": self.warnings,
-            "groups": [{"id": gid, "kept": self.items[g[0]].path, "members": [self.items[i].path for i in g]}
-                       for gid, g in enumerate(self.groups)],
+            "groups": [self._group_json(gid, g) for gid, g in enumerate(self.groups)],
             "items": [it.to_json() for it in self.items],
         }
+
+    def _group_json(self, gid, members):
+        d = {"id": gid, "kept": self.items[members[0]].path, "members": [self.items[i].path for i in members]}
+        sims = [self.items[i].similarity for i in members[1:]]
+        if any(s is not None for s in sims):
+            d["similarity"] = [None if s is None else round(s, 4) for s in sims]
+        return d
 
     def summary(self):
         c = self.counts()
@@ -221,8 +230,10 @@ def render_html(report):
             if n == 0:
                 cards.append(_card(it, "<span class='badge'>kept</span>", "kept"))
             else:
-                cards.append(_card(it, "<div>%s duplicate, distance %d</div>" % (e(it.duplicate_kind),
-                                                                                  it.distance)))
+                how = "distance %d" % it.distance
+                if it.similarity is not None:
+                    how += ", similarity %.3f" % it.similarity
+                cards.append(_card(it, "<div>%s duplicate, %s</div>" % (e(it.duplicate_kind), how)))
         parts.append("<div class='group'><div>Group %d</div><div class='grid'>%s</div></div>" % (gid, "".join(cards)))
     noted = [it for it in report.items if it.notes]
     if noted:
