@@ -264,7 +264,7 @@ def _semantic_duplicates(src, items, usable, o, progress, warnings):
         fresh, errors = embed_files(model, paths, batch_size=o.batch_size, threads=o.threads or None,
                                     max_pixels=o.max_pixels,
                                     progress=(lambda d, t: progress("embed", d, t)) if progress else None)
-        if emb is None:
+        if emb is None or emb.shape[1] != fresh.shape[1]:  # nothing cached yet: the dim is the model's
             emb = np.zeros((len(usable), fresh.shape[1]), np.float32)
         emb[missing] = fresh
         ok = [m for m, e in zip(missing, errors) if e is None]

@@ -10,12 +10,13 @@ from lora_native import cli
 from lora_native.errors import UsageError
 from builders.dataset import _save, textured
 
-HUES = [(200, 120, 60), (200, 120, 60), (40, 90, 210), (60, 200, 80), (210, 40, 160), (120, 200, 210)]
+HUES = [(200, 120, 60), None, (40, 90, 210), (60, 200, 80), (210, 40, 160), (120, 200, 210)]
 
 
 class FakeClip:
-    """Embeds a picture as its mean colour (centred): same palette -> same embedding, whatever the
-    content. Enough to drive the grouping, the cache and the report without a model."""
+    """Embeds a picture as the mean colour of four horizontal bands (centred): blind to mirroring and
+    small side crops, which pHash is not. Enough to drive the grouping, the cache and the report
+    without a model."""
     model_id = "fake-clip-v1"
     prep = dict(size=(16, 16), mode="resize", filter="bilinear", layout="nchw", scale=1 / 255,
                 mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0))
@@ -25,15 +26,21 @@ class FakeClip:
 
     def embed_images(self, pixels):
         self.embedded += len(pixels)
-        e = pixels.mean(axis=(2, 3)).astype(np.float32)
+        e = pixels.reshape(len(pixels), 3, 4, 4, 16).mean(axis=(3, 4)).reshape(len(pixels), 12)
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
 @pytest.fixture
 def folder(tmp_path):
     src = tmp_path / "src"
+    first = None
     for n, hue in enumerate(HUES):
-        _save(str(src / ("pic_%d.png" % n)), textured(100 + n * 17, (640 - 32 * n, 640), hue))
+        if hue is None:  # the first scene mirrored and re-cropped
+            pixels = np.ascontiguousarray(first[:, ::-1][:, 16:-16])
+        else:
+            pixels = textured(100 + n * 17, (640 - 32 * n, 640), hue)
+        first = pixels if n == 0 else first
+        _save(str(src / ("pic_%d.png" % n)), pixels)
     return src
 
 
@@ -110,3 +117,31 @@ def test_cli_flags(folder, fake, tmp_path, capsys):
     assert data["options"]["clip_dedup"] == 0.95
     kinds = {r["path"]: r.get("duplicate_kind") for r in data["items"]}
     assert kinds["pic_1.png"] == "semantic"
+
+
+def test_real_tiny_clip_through_the_cli(folder, tmp_path):
+    """A CLIP folder saved with save_pretrained, as users have it, end to end: every semantic
+    duplicate reaches the threshold against its kept picture, and the cache serves the second run."""
+    from builders.captioners import make_clip_folder
+    model = make_clip_folder(str(tmp_path / "clip"))
+    # A re-encoded copy: not the same pixels, and near duplicates are off, so only CLIP can group it.
+    from PIL import Image
+    Image.open(folder / "pic_3.png").convert("RGB").save(folder / "pic_3_copy.jpg", quality=98)
+    args = ["clean", str(folder), "--out", str(tmp_path / "out"), "--resolution", "256", "--min-side", "256",
+            "--near-dup", "-1", "--clip-dedup", "0.999", "--clip-model", model,
+            "--embedding-cache", str(tmp_path / "cache")]
+    assert cli.main(args) == 0
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["options"]["clip_dedup"] == 0.999
+    semantic = [r for r in data["items"] if r.get("duplicate_kind") == "semantic"]
+    # Same size, so --keep largest falls back to sharpness: either one may be kept.
+    assert [{r["path"], r["duplicate_of"]} for r in semantic] == [{"pic_3.png", "pic_3_copy.jpg"}]
+    assert all(r["similarity"] >= 0.999 - 1e-4 for r in semantic)  # within the JSON's 4 decimals
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1  # one file for this model id
+    mtime = cached[0].stat().st_mtime_ns
+    args[3] = str(tmp_path / "out2")
+    assert cli.main(args) == 0
+    assert cached[0].stat().st_mtime_ns == mtime  # nothing new to embed, nothing rewritten
+    again = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert [r["status"] for r in again["items"]] == [r["status"] for r in data["items"]]
