@@ -12,7 +12,8 @@ ASAN_DIR := build/asan
 .PHONY: demo test deps deps-test install build test-unit test-asan fuzz bench clean
 
 demo: install
-	$(VENV)/bin/lora-native demo --out demo_output
+	$(VENV)/bin/lora-native demo --out demo_output $(if $(CAPTION_MODEL),--caption-model "$(CAPTION_MODEL)") \
+		$(if $(CAPTIONER),--captioner $(CAPTIONER))
 
 test: deps-test install build test-unit test-asan fuzz
 

@@ -221,12 +221,18 @@ def _add_demo(sub):
     p.add_argument("--count", type=int, default=24, help="number of good pictures (default 24)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--no-train", action="store_true", help="stop after cleaning")
+    p.add_argument("--caption-model", default=None, metavar="PATH",
+                   help="also auto-caption the clean set with this local model (BLIP or CLIP folder, WD14 "
+                        "folder or .onnx; default: $LORA_NATIVE_CAPTION_MODEL)")
+    p.add_argument("--captioner", choices=("blip", "wd14", "clip"), default=None,
+                   help="which captioner the model is (default: guessed from the folder)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args):
     from .demo import run_demo
-    return run_demo(args.out, count=args.count, seed=args.seed, train_model=not args.no_train)
+    return run_demo(args.out, count=args.count, seed=args.seed, train_model=not args.no_train,
+                    captioner=args.captioner, caption_model=args.caption_model)
 
 
 def _add_info(sub):

@@ -285,10 +285,11 @@ def _semantic_duplicates(src, items, usable, o, progress, warnings):
 def embed_files(model, paths, batch_size=16, threads=None, max_pixels=None, progress=None):
     """CLIP image embeddings of image files -> (float32 [n, d] L2-normalised, errors per file).
     Files that cannot be decoded get a zero row and their decoder message."""
-    from .caption.batches import prepared_batches
+    from .caption.batches import default_depth, prepared_batches
+    on_cpu = getattr(model, "on_cpu", True)
     rows, errors = [], []
     for batch in prepared_batches(paths, model.prep, batch_size=batch_size, threads=threads,
-                                  max_pixels=max_pixels):
+                                  max_pixels=max_pixels, depth=default_depth(on_cpu, True)):
         e = np.asarray(model.embed_images(batch.pixels), dtype=np.float32)
         e[[k for k, err in enumerate(batch.errors) if err is not None]] = 0.0
         rows.append(e)

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 
 from . import _native
-from .errors import DatasetError
+from .errors import DatasetError, UsageError
 from .dedup import hamming
 from .fsutil import atomic_write_bytes
 from .hashing import image_hashes
@@ -86,6 +86,8 @@ def _write(folder, name, data, caption=None):
 
 def generate(folder, count=24, seed=7):
     """Write the messy demo set into `folder`; returns {kind: [file names]} of what was planted."""
+    if count < 5:  # the planted duplicates are made from pictures 1, 2 and 4
+        raise UsageError("the demo needs at least 5 pictures, got %d" % count)
     if os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(os.path.join(folder, MARKER)):
         raise DatasetError("%s exists and was not made by the demo; choose another folder" % folder, folder)
     if os.path.isdir(folder):
@@ -203,7 +205,64 @@ def prepare_ui_demo(folder):
     return os.path.abspath(models), os.path.abspath(os.path.join(folder, "loras")), defaults
 
 
-def run_demo(out="demo_output", count=24, seed=7, train_model=True):
+def _demo_captioner(captioner, model):
+    """(captioner, model path) to show auto-captioning with, or None when none is configured:
+    --caption-model / $LORA_NATIVE_CAPTION_MODEL, else a captioner's own LORA_NATIVE_<NAME>_MODEL."""
+    from .caption.models import env_var
+    model = model or os.environ.get("LORA_NATIVE_CAPTION_MODEL")
+    captioner = captioner or os.environ.get("LORA_NATIVE_CAPTIONER")
+    if not model:
+        for name in ([captioner] if captioner else ["blip", "wd14", "clip"]):
+            if os.environ.get(env_var(name)):
+                return name, os.environ[env_var(name)]
+        return None
+    if not captioner:
+        path = os.path.expanduser(model)
+        if path.lower().endswith(".onnx") or os.path.isfile(os.path.join(path, "model.onnx")):
+            captioner = "wd14"
+        else:
+            try:
+                import json
+                with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+                    kind = json.load(f).get("model_type", "")
+            except (OSError, ValueError):
+                kind = ""
+            captioner = "clip" if kind == "clip" else "blip"
+    return captioner, model
+
+
+def caption_demo(cleaned, out, captioner=None, model=None):
+    """Caption the cleaned demo pictures into <out>/auto_captions/metadata.csv (the training set's
+    own metadata.csv is left as it is), or say how to configure a model."""
+    chosen = _demo_captioner(captioner, model)
+    if chosen is None:
+        print("\nauto-captioning: no captioning model configured, so this step is skipped. lora-native never "
+              "downloads models; with a local one the demo captions its pictures too:\n"
+              "  make demo CAPTION_MODEL=/path/to/blip-image-captioning-base   (a transformers BLIP folder)\n"
+              "  make demo CAPTION_MODEL=/path/to/wd-v1-4-moat-tagger-v2       (model.onnx + selected_tags.csv)\n"
+              "  make demo CAPTION_MODEL=/path/to/clip-vit-large-patch14 CAPTIONER=clip\n"
+              "(get one with e.g. `huggingface-cli download Salesforce/blip-image-captioning-base --local-dir "
+              "models/blip`), then caption your own folder: lora-native caption DIR --model PATH")
+        return None
+    from .caption import caption
+    from .cli import _quiet_transformers
+    _quiet_transformers()
+    name, path = chosen
+    output = os.path.join(out, "auto_captions", "metadata.csv")
+    print("\nauto-captioning the clean set with %s (%s) into %s ..." % (name, path, output))
+    report = caption(cleaned, captioner=name, model=path, output=output, overwrite=True)
+    print(report.summary())
+    try:
+        from .captions import read_metadata_csv
+        print("first rows of %s:" % output)
+        for fname, text in list(read_metadata_csv(output).items())[:5]:
+            print("  %-22s %s" % (fname, text))
+    except (OSError, ValueError):
+        pass
+    return report
+
+
+def run_demo(out="demo_output", count=24, seed=7, train_model=True, captioner=None, caption_model=None):
     from .dataset import clean
     from .inspect import inspect_file
     raw, cleaned = os.path.join(out, "raw"), os.path.join(out, "clean")
@@ -219,6 +278,7 @@ def run_demo(out="demo_output", count=24, seed=7, train_model=True):
                                                                 it.distance))
     print("\nclean training set: %s (metadata.csv + %d images)" % (cleaned, len(report.kept)))
     print("open the report:    %s" % os.path.abspath(os.path.join(cleaned, "report.html")))
+    caption_demo(cleaned, out, captioner, caption_model)
     if not train_model:
         return 0
     print("\ntraining a LoRA on a tiny demo model (CPU, 64x64; a real run uses your SD1.5/SDXL checkpoint) ...")

@@ -41,6 +41,36 @@ def test_demo_generates_and_cleans(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(out), "--count", "10", "--no-train"]) == 0
 
 
+def test_demo_says_how_to_configure_a_captioner_and_uses_one(tmp_path, capsys, monkeypatch):
+    for name in ("LORA_NATIVE_CAPTION_MODEL", "LORA_NATIVE_CAPTIONER", "LORA_NATIVE_BLIP_MODEL",
+                 "LORA_NATIVE_WD14_MODEL", "LORA_NATIVE_CLIP_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--count", "5", "--no-train"]) == 0
+    printed = capsys.readouterr().out
+    assert "no captioning model configured" in printed and "make demo CAPTION_MODEL=" in printed
+    assert not (out / "auto_captions").exists()
+
+    from builders.captioners import make_wd14_model
+    tags = [("outdoors", 0, (0.0, 0.0, 0.0), 20.0), ("never", 0, (0.0, 0.0, 0.0), -20.0)]
+    model = make_wd14_model(str(tmp_path / "wd14"), tags, size=32)
+    monkeypatch.setenv("LORA_NATIVE_CAPTION_MODEL", os.path.dirname(model))
+    assert cli.main(["demo", "--out", str(out), "--count", "5", "--no-train"]) == 0
+    printed = capsys.readouterr().out
+    assert "auto-captioning the clean set with wd14" in printed
+    with open(out / "auto_captions" / "metadata.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["filename", "prompt"] and len(rows) == 7  # 5 pictures + the PNG named .jpg
+    assert all(r[1] == "outdoors" for r in rows[1:])
+    with open(out / "clean" / "metadata.csv", newline="") as f:  # the training captions are left alone
+        assert all(r[1].startswith("lnstyle") for r in list(csv.reader(f))[1:])
+
+
+def test_demo_needs_five_pictures(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--count", "4", "--no-train"]) != 0
+    assert "at least 5 pictures" in capsys.readouterr().err
+
+
 def test_examples_demo_yaml_matches_the_demo():
     from lora_native.config import load_config
     from lora_native.demo import DEMO_TRAINING
@@ -54,7 +84,7 @@ def test_examples_demo_yaml_matches_the_demo():
 def test_demo_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("x")
     try:
-        generate(str(tmp_path), count=2)
+        generate(str(tmp_path), count=5)
     except Exception as e:
         assert "not made by the demo" in str(e)
     else:

@@ -175,6 +175,7 @@ def caption(folder, captioner=None, model=None, format=None, output=None, trigge
             appended = sorted(k for k in done_csv if k not in merged)
             merged.update(done_csv)
             order = list(existing_rows) + appended
+            os.makedirs(os.path.dirname(output), exist_ok=True)
             atomic_write_text(output, format_metadata_csv((k.replace(os.sep, "/"), merged[k]) for k in order))
             report.written.append(output)
         report.elapsed = time.time() - started

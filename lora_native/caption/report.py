@@ -12,6 +12,7 @@ from ..fsutil import display_path
 
 TOP = 15
 SHORT_WORDS = 3
+SHOW_SHORT = 10  # short captions listed on the terminal
 # Words left out of BLIP's word counts: they say nothing about a data set.
 STOP_WORDS = frozenset("a an the of and with in on at to is are there it its this that his her their some "
                        "for from by as near next".split())
@@ -71,7 +72,10 @@ class CaptionReport:
         short = self.short_captions()
         if short:
             lines.append("%d caption(s) shorter than %d words (check them):" % (len(short), SHORT_WORDS))
-            lines.extend("  %s: %r" % (display_path(rel), text) for rel, text in short)
+            lines.extend("  %s: %r" % (display_path(rel), text) for rel, text in short[:SHOW_SHORT])
+            if len(short) > SHOW_SHORT:
+                lines.append("  ... and %d more (all of them in the JSON report: --report PATH)"
+                             % (len(short) - SHOW_SHORT))
         lines.extend("warning: " + w for w in self.warnings)
         return "\n".join(lines)
 
