@@ -405,15 +405,16 @@ def main(argv=None):
         args.overrides = extra
     elif extra:
         parser.error("unrecognized arguments: %s" % " ".join(extra))
+    return run_guarded(args.func, args)
+
+
+def run_guarded(func, args):
+    """func(args) -> exit status; our errors and OS errors print one line (tracebacks with --debug),
+    Ctrl-C exits 130."""
     try:
-        return args.func(args)
-    except LoraNativeError as e:
-        if args.debug:
-            raise
-        print("error: %s" % e, file=sys.stderr)
-        return 2
-    except OSError as e:
-        if args.debug:
+        return func(args)
+    except (LoraNativeError, OSError) as e:
+        if getattr(args, "debug", False):
             raise
         print("error: %s" % e, file=sys.stderr)
         return 2

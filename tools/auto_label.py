@@ -19,23 +19,13 @@ def main(argv=None):
     if os.path.isfile(os.path.join(root, "lora_native", "__init__.py")):  # run from a checkout: use it
         sys.path.insert(0, root)
     from lora_native import cli
-    from lora_native.errors import LoraNativeError
 
     parser = argparse.ArgumentParser(prog="auto_label.py", description="Caption the images of --input with a "
                                      "local BLIP, WD14 or CLIP model (lora-native caption).")
     cli.add_caption_arguments(parser, input_option=True)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    try:
-        return cli.run_caption(args)
-    except (LoraNativeError, OSError) as e:
-        if args.debug:
-            raise
-        print("error: %s" % e, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return cli.run_guarded(cli.run_caption, args)
 
 
 if __name__ == "__main__":
