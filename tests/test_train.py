@@ -291,7 +291,8 @@ def test_sample_prompts_write_pictures(tiny, tmp_path):
 
 def test_text_generation_is_not_supported_yet(tiny, tmp_path):
     with pytest.raises(UsageError, match="not supported yet"):
-        train({"task_type": "text-generation", "base_model": str(tmp_path), "output_dir": str(tmp_path)})
+        train({"task_type": "text-generation", "base_model": str(tmp_path), "train_data_dir": str(tmp_path),
+               "output_dir": str(tmp_path)})
 
 
 def test_config_errors_surface_before_training(tiny, tmp_path):
