@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -54,6 +55,8 @@ class TrainResult:
     checkpoints: list = field(default_factory=list)
     elapsed: float = 0.0
     warnings: list = field(default_factory=list)
+    task_type: str = "text-to-image"
+    merged_path: Optional[str] = None  # text-generation with merge_output: the merged model folder
 
 
 class Callbacks:
@@ -198,8 +201,49 @@ class _Trainer:
                 "resume: never, but %s already holds checkpoints of an earlier run (%s); move them away or choose "
                 "another output_dir (they are not deleted for you)"
                 % (cfg.output_dir, os.path.basename(list_checkpoints(cfg.output_dir)[-1][1])))
+        self._setup_task()
+        net = self.network
+        # Dropout masks come from this generator, reseeded per step (never torch's global RNG).
+        self.dropout_generator = torch.Generator(device=self.device)
+        net.set_dropout_generator(self.dropout_generator)
+        self.native_kernels = ops.native_by_default(self.device) if cfg.native_kernels is None else cfg.native_kernels
+        if self.native_kernels and ops.backend(self.device) == "torch":
+            self.warn("native_kernels: this build has no native LoRA kernels for %s (%s); using torch's"
+                      % (self.device, ops.why_no_native(self.device)))
+            self.native_kernels = False
+        net.use_native_kernels(self.native_kernels)
+        self.optimizer = make_optimizer(cfg.optimizer, self._param_groups(), cfg.weight_decay,
+                                        native=self.native_kernels)
+
+        self.batches_per_epoch = len(self._epoch_batches(0))
+        if self.batches_per_epoch == 0:
+            raise TrainingError("the dataset gives no batch (%d usable %s)" % (len(self.samples), self.sample_noun))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
+                                        cfg.lr_scheduler_num_cycles)
+        self.scaler = torch.amp.GradScaler("cuda") if self.weight_dtype == torch.float16 else None
+
+        self.global_step, self.epoch, self.batch_index = 0, 0, 0
+        self.started_at = time.time()
+        self.run_id = uuid.uuid4().hex
+        self.saved_step = None
+        if self.resume_path:
+            self._resume()
+        self._after_setup()
+
+    # ---- what a task (diffusion here, text generation in text.py) provides ---------------
+    sample_noun = "images"           # what the samples are, for messages
+    data_noun = "images or captions"
+    lr_names = ("lr/unet", "lr/text_encoder")  # log names of the optimizer groups' learning rates
+    resume_must_match = RESUME_MUST_MATCH
+
+    def _setup_task(self):
+        """Model, data and the LoRA network (self.network, applied, on the device)."""
+        cfg = self.cfg
         if cfg.model_type == "llm":
-            raise UsageError("model_type: llm is for task_type: text-generation, which is not supported yet")
+            raise UsageError("model_type: llm needs task_type: text-generation")
         # Loaded straight in the weight dtype: a GPU fp16 run never holds an fp32 copy in RAM.
         base = load_base_model(cfg.base_model, model_type=cfg.model_type, tokenizer_path=cfg.tokenizer_path,
                                dtype=self.weight_dtype)
@@ -239,14 +283,11 @@ class _Trainer:
         targets = lora_targets(base, conv_dim=cfg.conv_lora, unet=True, text_encoder=cfg.train_text_encoder)
         torch.manual_seed(cfg.seed)  # kaiming init of lora_down
         net = LoRANetwork(targets, cfg.lora_rank, cfg.lora_alpha, cfg.conv_dim if cfg.conv_lora else None,
-                          cfg.conv_alpha if cfg.conv_lora else None, cfg.network_dropout)
+                          cfg.conv_alpha if cfg.conv_lora else None, cfg.network_dropout, cfg.lora_dropout)
         if cfg.network_weights:
             from safetensors.torch import load_file
             net.load_lora_state_dict(load_file(cfg.network_weights), source=cfg.network_weights)
         self.network = net
-        # Dropout masks come from this generator, reseeded per step (never torch's global RNG).
-        self.dropout_generator = torch.Generator(device=self.device)
-        net.set_dropout_generator(self.dropout_generator)
 
         # Frozen base in the weight dtype; LoRA weights fp32 on the device.
         for m in [base.unet, base.vae] + list(base.text_encoders):
@@ -260,12 +301,6 @@ class _Trainer:
         net.to(self.device, torch.float32)
         net.train()
         net.apply_to()
-        self.native_kernels = ops.native_by_default(self.device) if cfg.native_kernels is None else cfg.native_kernels
-        if self.native_kernels and ops.backend(self.device) == "torch":
-            self.warn("native_kernels: this build has no native LoRA kernels for %s (%s); using torch's"
-                      % (self.device, ops.why_no_native(self.device)))
-            self.native_kernels = False
-        net.use_native_kernels(self.native_kernels)
         if cfg.gradient_checkpointing:
             base.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
@@ -274,40 +309,51 @@ class _Trainer:
                     enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
                     enable()
                     te.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
-
-        groups = [{"params": net.parameters_of("unet"), "lr": cfg.unet_lr}]
-        te_params = net.parameters_of("te")
-        if te_params:
-            groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
-        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.weight_decay, native=self.native_kernels)
-
-        self.batches_per_epoch = len(train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed, 0))
-        if self.batches_per_epoch == 0:
-            raise TrainingError("the dataset gives no batch (%d usable images)" % len(self.samples))
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
-        self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
-        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
-                                        cfg.lr_scheduler_num_cycles)
-        self.scaler = torch.amp.GradScaler("cuda") if self.weight_dtype == torch.float16 else None
         self.schedule = NoiseSchedule(device=self.device)
 
-        self.global_step, self.epoch, self.batch_index = 0, 0, 0
-        self.started_at = time.time()
-        self.run_id = uuid.uuid4().hex
-        self.saved_step = None
-        if self.resume_path:
-            self._resume()
+    def _param_groups(self):
+        cfg = self.cfg
+        groups = [{"params": self.network.parameters_of("unet"), "lr": cfg.unet_lr}]
+        te_params = self.network.parameters_of("te")
+        if te_params:
+            groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
+        return groups
+
+    def _base_lrs(self):
+        """The config's learning rate of each optimizer group."""
+        return [self.cfg.unet_lr, self.cfg.text_encoder_lr][:len(self.optimizer.param_groups)]
+
+    def _epoch_batches(self, epoch):
+        """The batches (lists of sample indices) of one epoch, from (seed, epoch) alone."""
+        return train_data.epoch_batches(self.samples, self.buckets, self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def _after_setup(self):
+        """After the resume: work that needs the final state (latent caching)."""
         self.latents = None
-        if cfg.cache_latents:
+        if self.cfg.cache_latents:
             self._cache_latents()
+
+    def _start_info(self):
+        return {"total_steps": self.total_steps, "epochs": self.total_epochs, "images": len(self.samples),
+                "model": self.kind, "resume_step": self.global_step}
+
+    def _step_logs(self):
+        """Task-specific figures for the step just made (tokens/s for text)."""
+        return {}
+
+    def _final_path(self):
+        return os.path.join(self.cfg.output_dir, self.cfg.output_name + ".safetensors")
+
+    def _after_training(self, final_path):
+        """After the last checkpoint (merged outputs); returns extra TrainResult fields."""
+        return {}
 
     def _resume(self):
         cfg = self.cfg
         state = read_training_state(self.resume_path)  # checked before any tensor is loaded
         saved = state.get("config", {})
         now = cfg.to_dict()  # the same JSON form the checkpoint holds (lists, not tuples)
-        for key in RESUME_MUST_MATCH:
+        for key in self.resume_must_match:
             if key in saved and saved[key] != now.get(key):
                 raise TrainingError("cannot resume from %s: it was trained with %s = %r, the config now says %r "
                                     "(use resume: never to start over)" % (self.resume_path, key, saved[key],
@@ -320,12 +366,12 @@ class _Trainer:
                                 "never to start over)" % (self.resume_path, os.path.basename(saved["base_model"]),
                                                           os.path.basename(os.fspath(cfg.base_model))))
         if state.get("dataset") not in (None, self.dataset_fingerprint):
-            raise TrainingError("cannot resume from %s: the images or captions in %s changed since it was written "
+            raise TrainingError("cannot resume from %s: the %s in %s changed since it was written "
                                 "(use resume: never, or a new output_dir, to train on the new set)"
-                                % (self.resume_path, cfg.train_data_dir))
+                                % (self.resume_path, self.data_noun, cfg.train_data_dir))
         load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler)
         # The learning rates are the config's: a resumed run may change them.
-        lrs = [cfg.unet_lr, cfg.text_encoder_lr][:len(self.optimizer.param_groups)]
+        lrs = self._base_lrs()
         if list(self.scheduler.base_lrs) != lrs:
             self.info("learning rates changed since the checkpoint: using %s" % ", ".join("%g" % x for x in lrs))
             self.scheduler.base_lrs = list(lrs)
@@ -442,14 +488,21 @@ class _Trainer:
     def _write_lora(self, path, finished=False):
         save_lora(path, self.network.lora_state_dict(), self._metadata(finished), self.cfg.save_precision)
 
+    def _checkpoint_lora_name(self):
+        """The LoRA file's name inside checkpoint-<step>/ (None: the folder itself holds it)."""
+        return "%s-step%06d.safetensors" % (self.cfg.output_name, self.global_step)
+
+    def _write_checkpoint_lora(self, path, finished):
+        self._write_lora(path, finished)
+
     def _checkpoint(self, finished=False):
         cfg = self.cfg
         state = {"epoch": self.epoch, "batch_index": self.batch_index, "config": cfg.to_dict(),
                  "base_model_kind": self.kind, "started_at": self.started_at, "total_steps": self.total_steps,
                  "finished": finished, "run_id": self.run_id, "dataset": self.dataset_fingerprint}
-        path = save_checkpoint(cfg.output_dir, self.global_step, "%s-step%06d.safetensors" % (
-            cfg.output_name, self.global_step), lambda p: self._write_lora(p, finished), self.network,
-            self.optimizer, self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
+        path = save_checkpoint(cfg.output_dir, self.global_step, self._checkpoint_lora_name(),
+                               lambda p: self._write_checkpoint_lora(p, finished), self.network, self.optimizer,
+                               self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
         self.saved_step = self.global_step
         self.checkpoints.append(path)
         self.cb.call("on_checkpoint", path, self.global_step)
@@ -465,8 +518,7 @@ class _Trainer:
         if cfg.log_with == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(cfg.logging_dir)
-        self.cb.call("on_start", {"total_steps": self.total_steps, "epochs": self.total_epochs,
-                                  "images": len(self.samples), "model": self.kind, "resume_step": self.global_step})
+        self.cb.call("on_start", self._start_info())
         self.bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step", disable=None,
                         dynamic_ncols=True)
         # Without a terminal (logs, CI, hosts' consoles) tqdm is silent: print a line now and then.
@@ -477,11 +529,11 @@ class _Trainer:
                       % (self.global_step, self.total_steps))
         last_loss, loss_avg, t_last = float("nan"), None, time.time()
         last_good = self.resume_path
+        extra = {}
         try:
             with _StopFlag() as stop:
                 while self.global_step < self.total_steps:
-                    batches = train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed,
-                                                       self.epoch)
+                    batches = self._epoch_batches(self.epoch)
                     while self.batch_index < len(batches) and self.global_step < self.total_steps:
                         accum = min(cfg.gradient_accumulation_steps, len(batches) - self.batch_index)
                         total_loss, seen = 0.0, 0
@@ -493,14 +545,15 @@ class _Trainer:
                             if not torch.isfinite(loss):
                                 raise TrainingError(
                                     "the loss became %s at step %d (epoch %d): lower the learning rate, use bf16 "
-                                    "instead of fp16, or check the images; the last good checkpoint is %s"
-                                    % (loss.item(), self.global_step + 1, self.epoch + 1, last_good or "none"))
+                                    "instead of fp16, or check the %s; the last good checkpoint is %s"
+                                    % (loss.item(), self.global_step + 1, self.epoch + 1, self.sample_noun,
+                                       last_good or "none"))
                             scaled = loss / accum
                             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                             total_loss += loss.item()
                             seen += 1
                         if seen == 0:
-                            continue  # every image of these batches failed to load
+                            continue  # every sample of these batches failed to load
                         if seen < accum:  # some micro-batches failed: average over those that ran
                             for g in self.optimizer.param_groups:
                                 for p in g["params"]:
@@ -516,10 +569,10 @@ class _Trainer:
                         lrs = self.scheduler.get_last_lr()
                         self.bar.set_postfix(loss="%.4f" % loss_avg, lr="%.2e" % lrs[0], epoch=self.epoch + 1)
                         self.bar.update(1)
-                        logs = {"loss": last_loss, "loss_avg": loss_avg, "lr/unet": lrs[0], "it_per_s": its,
-                                "grad_norm": grad_norm, "epoch": self.epoch + 1}
-                        if len(lrs) > 1:
-                            logs["lr/text_encoder"] = lrs[1]
+                        logs = {"loss": last_loss, "loss_avg": loss_avg, "it_per_s": its, "grad_norm": grad_norm,
+                                "epoch": self.epoch + 1}
+                        logs.update(zip(self.lr_names, lrs))
+                        logs.update(self._step_logs())
                         if writer:
                             for k, v in logs.items():
                                 if v is not None:
@@ -549,9 +602,10 @@ class _Trainer:
                         if cfg.save_every_n_epochs and self.epoch % cfg.save_every_n_epochs == 0 \
                                 and self.global_step < self.total_steps:
                             last_good = self._checkpoint()
-            final_path = os.path.join(cfg.output_dir, cfg.output_name + ".safetensors")
+            final_path = self._final_path()
             self._write_lora(final_path, finished=True)
             self._checkpoint(finished=True)
+            extra = self._after_training(final_path)
         finally:
             self.bar.close()
             self.bar = None
@@ -559,7 +613,7 @@ class _Trainer:
                 writer.close()
             self.network.remove()
         result = TrainResult(final_path, self.global_step, self.epoch, last_loss, self.checkpoints,
-                             time.time() - self.started_at, self.warnings)
+                             time.time() - self.started_at, self.warnings, **extra)
         self.cb.call("on_end", result)
         return result
 
