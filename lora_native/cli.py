@@ -260,9 +260,12 @@ def _cmd_info(args):
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a LoRA from a YAML config",
-                       description="Train a LoRA for SD1.5 or SDXL from a YAML config. Any config key can be given "
-                                   "on the command line to override the file: --learning_rate 5e-5 --lora_rank 8.")
+                       description="Train a LoRA for SD1.5 or SDXL, or for a causal language model (task_type: "
+                                   "text-generation), from a YAML config. Any config key can be given on the command "
+                                   "line to override the file: --learning_rate 5e-5 --lora_rank 8.")
     p.add_argument("--config", help="YAML config file (see examples/); may also be given as the first argument")
+    p.add_argument("--merge", action="store_true", help="text-generation: also write <output_name>-merged/, the base "
+                                                        "model with the LoRA merged in (config key merge_output)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -294,16 +297,54 @@ def _cmd_train(args):
         config = args.overrides.pop(0)  # lora-native train my.yaml
     if not config:
         raise UsageError("which config? lora-native train --config my.yaml (examples/ has commented ones)")
+    overrides = _parse_overrides(args.overrides)
+    if args.merge:
+        overrides["merge_output"] = True
     try:
-        result = train(config, **_parse_overrides(args.overrides))
+        result = train(config, **overrides)
     except TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
         return 130
     print("trained %d steps (%d epochs) in %.0f s; final loss %.4f" % (result.steps, result.epochs, result.elapsed,
                                                                       result.final_loss))
+    if result.task_type == "text-generation":
+        print("adapter: %s" % result.lora_path)
+        if result.merged_path:
+            print("merged model: %s" % result.merged_path)
+        print("try it: lora-native generate --base BASE_MODEL --lora %s --prompt \"...\"" % result.lora_path)
+        return 0
     print("LoRA: %s" % result.lora_path)
     name = os.path.splitext(os.path.basename(result.lora_path))[0]
     print("use it in a prompt: <lora:%s:0.8>" % name)
+    return 0
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="continue a prompt with a language model and a LoRA adapter",
+                       description="Load a local Hugging Face causal-LM folder (--base) and optionally a PEFT LoRA "
+                                   "adapter folder (--lora, as `lora-native train` writes for task_type "
+                                   "text-generation) and print the model's continuation of --prompt. Nothing is "
+                                   "downloaded.")
+    p.add_argument("--base", required=True, metavar="DIR", help="base model folder (config.json + *.safetensors)")
+    p.add_argument("--lora", metavar="DIR", help="adapter folder (adapter_model.safetensors + adapter_config.json)")
+    p.add_argument("--prompt", default="", help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn with the tokenizer's chat "
+                                                      "template (the adapter folder's tokenizer when it has one)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args):
+    from .errors import UsageError
+    if args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+    _quiet_transformers()
+    from .train.text import generate_from_folders
+    print(generate_from_folders(args.base, args.lora, args.prompt, args.max_new_tokens, args.temperature, args.seed,
+                                args.chat, args.device))
     return 0
 
 
@@ -390,6 +431,7 @@ def build_parser():
     _add_clean(sub)
     _add_caption(sub)
     _add_train(sub)
+    _add_generate(sub)
     _add_inspect(sub)
     _add_demo(sub)
     _add_info(sub)

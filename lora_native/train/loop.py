@@ -157,8 +157,8 @@ def train(config, callbacks=None, **overrides):
     Returns a TrainResult; raises TrainingInterrupted after saving a checkpoint when stopped."""
     cfg = _as_config(config, overrides)
     if cfg.task_type == "text-generation":
-        raise UsageError("task_type: text-generation (LoRA for language models) is not supported yet; "
-                         "this version trains Stable Diffusion 1.5 and SDXL (task_type: text-to-image)")
+        from .text import TextTrainer
+        return TextTrainer(cfg, Callbacks(callbacks)).run()
     return _Trainer(cfg, Callbacks(callbacks)).run()
 
 
