@@ -506,7 +506,10 @@ class TextTrainer(_Trainer):
     # ---- validation (deterministic: no dropout, fixed order) ----------------------------
     def _split_validation(self):
         """(train, validation) samples, before packing: validation_data_dir's samples when the config
-        has one, else a validation_split fraction drawn from the seed alone, else (all, [])."""
+        has one, else a validation_split fraction drawn from the seed alone, else (all, []).
+        _setup_task calls it before packing; later calls return the same split."""
+        if getattr(self, "_split", None) is not None:
+            return self._split
         cfg = self.cfg
         samples = self.dataset.samples
         folder = getattr(cfg, "validation_data_dir", None)
@@ -515,8 +518,10 @@ class TextTrainer(_Trainer):
                                               cfg.txt_split)
             for w in text_data.summarize(vds, cfg.max_seq_length):
                 self.warn("validation: " + w)
-            return list(samples), vds.samples
-        return text_data.split_validation(samples, getattr(cfg, "validation_split", 0.0) or 0.0, cfg.seed)
+            self._split = (list(samples), vds.samples)
+        else:
+            self._split = text_data.split_validation(samples, getattr(cfg, "validation_split", 0.0) or 0.0, cfg.seed)
+        return self._split
 
     @torch.no_grad()
     def _validation_loss(self):
