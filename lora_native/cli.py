@@ -301,7 +301,11 @@ def _cmd_train(args):
         return 130
     print("trained %d steps (%d epochs) in %.0f s; final loss %.4f" % (result.steps, result.epochs, result.elapsed,
                                                                       result.final_loss))
-    print("LoRA: %s" % result.lora_path)
+    print("LoRA: %s" % result.lora_path + ("  (validation loss %.4f)" % result.last_loss
+                                           if result.last_loss is not None else ""))
+    if result.best_step is not None:
+        print("best: step %d, validation loss %.4f%s" % (result.best_step, result.best_loss,
+                                                         ": %s" % result.best_path if result.best_path else ""))
     name = os.path.splitext(os.path.basename(result.lora_path))[0]
     print("use it in a prompt: <lora:%s:0.8>" % name)
     return 0

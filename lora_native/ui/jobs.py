@@ -135,8 +135,11 @@ class TrainingJob:
                     _copy_atomic(path, dst)
                 path = dst
             with self._lock:
-                self._s.update(lora_path=path, message="finished %d steps; final loss %.4f" % (
-                    result.steps, result.final_loss))
+                best = getattr(result, "best_step", None)
+                self._s.update(lora_path=path, message="finished %d steps; final loss %.4f%s" % (
+                    result.steps, result.final_loss, "" if best is None else "; lowest validation loss %.4f at "
+                    "step %d%s" % (result.best_loss, best, " (%s)" % os.path.basename(result.best_path)
+                                   if result.best_path else "")))
             if self.on_done is not None:
                 try:
                     self.on_done(path)
