@@ -307,13 +307,23 @@ def _cmd_train(args):
         return 130
     print("trained %d steps (%d epochs) in %.0f s; final loss %.4f" % (result.steps, result.epochs, result.elapsed,
                                                                       result.final_loss))
+    val = "  (validation loss %.4f)" % result.last_loss if result.last_loss is not None else ""
+    best = None
+    if result.best_step is not None:
+        best = "best: step %d, validation loss %.4f%s" % (result.best_step, result.best_loss,
+                                                          ": %s" % result.best_path if result.best_path else "")
     if result.task_type == "text-generation":
-        print("adapter: %s" % result.lora_path)
+        print("adapter: %s%s" % (result.lora_path, val))
         if result.merged_path:
             print("merged model: %s" % result.merged_path)
-        print("try it: lora-native generate --base BASE_MODEL --lora %s --prompt \"...\"" % result.lora_path)
+        if best:
+            print(best)
+        print("try it: lora-native generate --base %s --lora %s --prompt \"...\""
+              % (result.base_model or "BASE_MODEL", result.best_path or result.lora_path))
         return 0
-    print("LoRA: %s" % result.lora_path)
+    print("LoRA: %s%s" % (result.lora_path, val))
+    if best:
+        print(best)
     name = os.path.splitext(os.path.basename(result.lora_path))[0]
     print("use it in a prompt: <lora:%s:0.8>" % name)
     return 0

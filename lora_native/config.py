@@ -102,6 +102,11 @@ class Config:
     sample_prompts: Union[None, str, Tuple[str, ...]] = None  # prompts, or the path of a text file (one a line)
     sample_every_n_steps: int = 0
     network_dropout: float = 0.0
+    # validation: a deterministic loss on images never trained on, logged as loss/validation
+    validation_split: float = 0.0              # fraction of train_data_dir held out (chosen with seed), < 1
+    validation_data_dir: Optional[str] = None   # or a separate folder, same layouts as train_data_dir
+    validate_every_n_steps: int = 0             # 0: at each checkpoint and at the end
+    save_best: bool = False                     # keep <output_name>-best.safetensors (lowest validation loss)
     tokenizer_path: Optional[str] = None
     device: str = "auto"                        # auto | cpu | cuda
     # fused LoRA branch + AdamW from csrc/lora; None: where bench/RESULTS.md shows them faster
@@ -374,6 +379,16 @@ def _cross_checks(v, set_, c):
             c.warn(key, "has no effect without %s: true" % switch)
     if v["sample_every_n_steps"] > 0 and v["sample_prompts"] is None:
         c.warn("sample_every_n_steps", "has no effect without sample_prompts")
+    validation = v["validation_split"] > 0 or v["validation_data_dir"] is not None
+    if v["validation_split"] > 0 and v["validation_data_dir"] is not None:
+        c.error("validation_data_dir", "cannot be combined with validation_split %g (%s): hold out a fraction of "
+                "the training images or name a separate folder, not both" % (v["validation_split"],
+                                                                              c.where("validation_split")))
+    elif v["save_best"] and not validation:
+        c.error("save_best", "needs validation images: set validation_split (e.g. 0.1, a tenth of the images held "
+                "out) or validation_data_dir (a separate folder)")
+    if v["validate_every_n_steps"] > 0 and not validation:
+        c.warn("validate_every_n_steps", "has no effect without validation_split or validation_data_dir")
 
 
 def _task_checks(v, set_, c):

@@ -271,7 +271,7 @@ def _semantic_duplicates(src, items, usable, o, progress, warnings):
         for m, e in zip(missing, errors):
             if e is not None:
                 items[usable[m]].reject("embed_failed", e)
-        if cache is not None and ok:
+        if cache is not None and ok and not o.dry_run:  # a dry run writes nothing, the cache included
             cache.put([keys[m] for m in ok], emb[ok])
     elif progress:
         progress("embed", len(usable), len(usable))

@@ -88,6 +88,11 @@ def test_same_palette_grouped_as_semantic_duplicates(folder, fake, tmp_path):
     lora_native.clean(str(folder), str(tmp_path / "out3"), resolution=256, min_side=256, clip_dedup=0.99,
                       clip_model="unused", embedding_cache="", threads=2)
     assert fake.embedded == 2 * len(HUES)
+    # A dry run writes nothing, the cache included.
+    dry_cache = tmp_path / "dry_cache"
+    lora_native.clean(str(folder), str(tmp_path / "out4"), resolution=256, min_side=256, clip_dedup=0.99,
+                      clip_model="unused", embedding_cache=str(dry_cache), dry_run=True)
+    assert not dry_cache.exists() or not any(dry_cache.iterdir())
 
 
 def test_threshold_controls_grouping(folder, fake, tmp_path):

@@ -52,7 +52,7 @@ def test_schema_and_config_fields_agree():
     rows = _native.config_schema()
     assert [r[0] for r in rows] == list(KEYS)
     fields = {f.name for f in dataclasses.fields(Config)} - {"source", "warnings", "origins"}
-    assert set(KEYS) == fields and len(KEYS) == 73
+    assert set(KEYS) == fields and len(KEYS) == 77
     schema = {r[0]: r for r in rows}
     assert schema["lora_rank"] == ("lora_rank", "int", None, 1, None, False)
     assert schema["base_model"][5] is True and schema["train_data_dir"][5] is True

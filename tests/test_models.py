@@ -3,7 +3,6 @@ models and the LoRA key map. Full-size models are only ever built on the `meta` 
 import json
 import os
 import sys
-import time
 
 import pytest
 
@@ -343,22 +342,14 @@ def test_loading_fails_fast_without_a_tokenizer(tmp_path, tiny_files, monkeypatc
         load_base_model(str(lonely), tokenizer_path=bpe)
 
 
-def test_tiny_model_speed_on_cpu(tiny_files):
-    """The demo trains at 64x64, batch 2: one UNet forward + backward takes ~0.1 s on a quiet CPU
-    core; the bound is loose because test machines are shared."""
-    base = load_base_model(tiny_files["sdxl"])
-    for p in base.unet.parameters():
-        p.requires_grad_(True)
-    latents = torch.randn(2, 4, 8, 8)
-    with torch.no_grad():
-        context, added = _encode_prompts(base, ["a dog", "a cat"])
-    timings = []
-    for _ in range(4):
-        start = time.perf_counter()
-        out = base.unet(latents, torch.tensor([10, 900]), encoder_hidden_states=context, added_cond_kwargs=added).sample
-        out.float().pow(2).mean().backward()
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 1.5, timings
+def test_tiny_models_stay_tiny(tiny_files):
+    """The demo and the tests train these on the CPU: keep them a few million parameters (the
+    real ones are 860M / 2.6B), counted rather than timed."""
+    for kind in ("sd15", "sdxl"):
+        base = load_base_model(tiny_files[kind])
+        unet = sum(p.numel() for p in base.unet.parameters())
+        rest = sum(p.numel() for m in [base.vae, *base.text_encoders] for p in m.parameters())
+        assert 1_000_000 < unet < 3_000_000 and rest < 1_000_000, (kind, unet, rest)
 
 
 # ---------------------------------------------------------------- tokenizer

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lora_native.errors import UsageError
@@ -260,7 +261,7 @@ def test_trainer_loss_is_transformers_loss(models, corpus, tmp_path, kind):
         ref = float(t.model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss)
     assert t.fused_head and abs(ours - ref) < 1e-5, (ours, ref)
     # validation loss: per learned token, deterministic, the same whatever the batch size
-    t.validation = samples
+    t.val_samples = samples
     first = t._validation_loss()
     assert first == t._validation_loss() and abs(first - _mean_token_loss(t.model, samples)) < 1e-5
     t.network.remove()
@@ -365,6 +366,39 @@ def test_resume_gives_the_same_adapter(models, corpus, tmp_path):
     # a different network or data cannot resume
     with pytest.raises(TrainingError, match="max_seq_length"):
         train(dict(cfg, max_train_steps=8, max_seq_length=32))
+
+
+def test_validation_is_deterministic_and_save_best_writes_an_adapter_folder(models, corpus, tmp_path):
+    common = dict(max_train_steps=8, batch_size=2, validation_split=0.25, validate_every_n_steps=2, save_best=True,
+                  save_steps=4, lora_dropout=0.1)
+    logs = []
+    first = train(_cfg(models["llama"], corpus, tmp_path / "a", **common),
+                  callbacks={"on_log": lambda d: logs.append(d) if "val_loss" in d else None})
+    second = train(_cfg(models["llama"], corpus, tmp_path / "b", **common))
+    curve = [(d["step"], d["val_loss"]) for d in logs]
+    assert [s for s, _ in curve] == [2, 4, 6, 8]
+    assert first.best_loss == second.best_loss == min(v for _, v in curve)
+    assert first.best_step == min(curve, key=lambda c: c[1])[0] == second.best_step
+    assert first.last_loss == curve[-1][1]
+    best = tmp_path / "a" / "lm-best"
+    assert first.best_path == str(best)
+    meta = safe_open(str(best / "adapter_model.safetensors"), "pt").metadata()
+    assert meta["lora_native.best_step"] == str(first.best_step)
+    assert float(meta["lora_native.best_validation_loss"]) == first.best_loss
+    final_meta = safe_open(str(tmp_path / "a" / "lm" / "adapter_model.safetensors"), "pt").metadata()
+    assert float(final_meta["lora_native.validation_loss"]) == first.last_loss
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models["llama"]), str(best))
+    # stopped at step 3 and resumed: the same validation losses and the same best
+    stop = {}
+    cb = {"should_stop": lambda: stop.get("now", False), "on_step": lambda s: stop.update(now=s["step"] >= 3)}
+    cfg = _cfg(models["llama"], corpus, tmp_path / "c", **common)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, callbacks=cb)
+    resumed = train(cfg)
+    assert (resumed.best_step, resumed.best_loss, resumed.last_loss) == (first.best_step, first.best_loss,
+                                                                         first.last_loss)
 
 
 def test_targets_options_and_network_weights(models, corpus, tmp_path):

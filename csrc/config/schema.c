@@ -87,6 +87,12 @@ static const ln_cfg_key SCHEMA[] = {
     {"sample_every_n_steps", LN_CFG_INT, NULL, MIN_, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"network_dropout", LN_CFG_FLOAT, NULL, RANGE_ | LN_CFG_MAX_EXCLUSIVE, 0, 1, LN_CFG_OPTIONAL,
      LN_CFG_RULE_NONE},
+    /* validation: images held out of train_data_dir (a fraction, chosen with the seed) or a folder */
+    {"validation_split", LN_CFG_FLOAT, NULL, RANGE_ | LN_CFG_MAX_EXCLUSIVE, 0, 1, LN_CFG_OPTIONAL,
+     LN_CFG_RULE_NONE},
+    {"validation_data_dir", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"validate_every_n_steps", LN_CFG_INT, NULL, MIN_, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"save_best", LN_CFG_BOOL, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"tokenizer_path", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"device", LN_CFG_ENUM, DEVICE, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"native_kernels", LN_CFG_BOOL, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},

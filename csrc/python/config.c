@@ -489,8 +489,8 @@ static PyMethodDef config_methods[] = {
     {"config_schema", py_config_schema, METH_NOARGS,
      "config_schema() -> list of (name, type, choices, min, max, required)\n\n"
      "type: string|path|int|float|bool|enum|list|resolution; choices: tuple or None; min/max: bounds\n"
-     "or None (exclusive for learning rates and alphas: > 0; network_dropout < 1); required: True,\n"
-     "False, or the task_type for which the key is required ('text-to-image')."},
+     "or None (exclusive for learning rates and alphas: > 0; network_dropout and validation_split < 1);\n"
+     "required: True, False, or the task_type for which the key is required ('text-to-image')."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,7 @@ shuffle and dropout) comes from `batch_rng(seed, epoch, batch_index)`, so a resu
 exactly what an uninterrupted one does. Shuffles use the PCG64 raw stream (stable across NumPy
 releases), not Generator.shuffle, whose algorithm NumPy may change.
 """
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def _first(items, limit=3):
 
 
 def scan_dataset(train_data_dir, metadata_path=None, caption_extension=".txt", trigger_word=None, threads=None,
-                 max_pixels=None):
+                 max_pixels=None, key="train_data_dir"):
     """Find the training images of a folder and their captions -> DatasetScan.
 
     Layouts: a folder with `metadata.csv` (filename,prompt, as `lora-native clean` writes; or
@@ -109,10 +110,11 @@ def scan_dataset(train_data_dir, metadata_path=None, caption_extension=".txt", t
     folder, the concept name (sd-scripts' class tokens), else empty; `trigger_word` is
     prepended when the caption does not start with it. Files are checked from their headers
     (no pixels decoded); a file that cannot be used is a warning, never an error. Raises
-    DatasetError when the folder is missing or holds no usable image."""
+    DatasetError when the folder is missing or holds no usable image (`key`: the config key
+    messages name, e.g. validation_data_dir)."""
     root = os.path.abspath(os.fspath(train_data_dir))
     if not os.path.isdir(root):
-        raise DatasetError("train_data_dir %s is not a folder" % display_path(root), root)
+        raise DatasetError("%s %s is not a folder" % (key, display_path(root)), root)
     if not isinstance(caption_extension, str) or not caption_extension.startswith("."):
         raise UsageError("caption_extension must start with a dot, e.g. '.txt', got %r" % (caption_extension,))
     if metadata_path is not None:
@@ -174,8 +176,9 @@ def scan_dataset(train_data_dir, metadata_path=None, caption_extension=".txt", t
     if not samples:
         where = "in <repeats>_<concept> folders of %s" if layout == "kohya" else "in %s and its subfolders"
         detail = "; %d file(s) were found but cannot be used, e.g. %s" % (len(bad), bad[0]) if bad else ""
-        raise DatasetError("no usable training images: looked for %s files %s%s"
-                           % ("/".join(e[1:] for e in IMAGE_EXTENSIONS), where % display_path(root), detail), root)
+        raise DatasetError("no usable %s images: looked for %s files %s%s"
+                           % ("training" if key == "train_data_dir" else key.replace("_data_dir", ""),
+                              "/".join(e[1:] for e in IMAGE_EXTENSIONS), where % display_path(root), detail), root)
     return DatasetScan(samples=tuple(samples), warnings=tuple(warnings), root=root, layout=layout)
 
 
@@ -300,6 +303,20 @@ def epoch_batches(samples, buckets, batch_size, seed, epoch):
     return [batches[p] for p in permutation(rng, len(batches))]
 
 
+def holdout(names, fraction, seed):
+    """The positions of the items held out for validation: round(fraction * n) of them (at least
+    one when fraction > 0), those whose sha256(seed, name) sort first. `names` identify the items
+    (relative paths): the choice depends on the seed and the set of names only, not on their
+    order, so a resumed run holds out the same ones. Returns a sorted list of positions."""
+    n = len(names)
+    if not fraction or n == 0:
+        return []
+    count = max(1, int(round(fraction * n)))
+    rank = sorted(range(n), key=lambda i: (hashlib.sha256(("%d\0%s" % (int(seed), names[i])).encode(
+        "utf-8", "surrogateescape")).digest(), i))
+    return sorted(rank[:count])
+
+
 # ---- captions ----
 
 def process_caption(caption, trigger_word=None, shuffle_caption=False, keep_tokens=0, caption_dropout_rate=0.0,
@@ -416,5 +433,5 @@ def load_batch(samples, indices, buckets, flip_aug=False, color_aug=False, rng=N
 
 
 __all__ = ["Sample", "DatasetScan", "Augmentation", "scan_dataset", "tag_frequency", "dataset_dirs",
-           "assign_buckets", "batch_rng", "permutation", "epoch_batches", "process_caption", "draw_augmentations",
-           "load_jobs", "load_batch"]
+           "assign_buckets", "batch_rng", "permutation", "epoch_batches", "holdout", "process_caption",
+           "draw_augmentations", "load_jobs", "load_batch"]

@@ -6,6 +6,7 @@ seeded by (seed, step), and the data order, captions and augmentation of a batch
 grad-scaler state. A run stopped at step 5 and resumed ends bit-identical to one that ran
 straight through (on the CPU; GPU kernels may add last-bit noise).
 """
+import dataclasses
 import hashlib
 import math
 import os
@@ -31,6 +32,7 @@ from .lora import LoRANetwork
 from .model import load_base_model
 from .noise import NoiseSchedule, diffusion_loss, sample_noise
 from .optim import make_optimizer, make_scheduler
+from .validate import encode_latents, evaluation_loss
 
 
 class TrainingError(LoraNativeError):
@@ -57,6 +59,13 @@ class TrainResult:
     warnings: list = field(default_factory=list)
     task_type: str = "text-to-image"
     merged_path: Optional[str] = None  # text-generation with merge_output: the merged model folder
+    base_model: Optional[str] = None   # text-generation: the base model folder (for lora-native generate)
+    # validation (None without it): the lowest validation loss, its step and its -best file or folder
+    # (save_best), and the validation loss of the final weights
+    best_step: Optional[int] = None
+    best_loss: Optional[float] = None
+    best_path: Optional[str] = None
+    last_loss: Optional[float] = None
 
 
 class Callbacks:
@@ -88,7 +97,7 @@ class Callbacks:
 RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "conv_lora", "conv_dim", "conv_alpha", "train_text_encoder",
                      "batch_size", "gradient_accumulation_steps", "seed", "resolution", "enable_bucket",
                      "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
-                     "v_parameterization")
+                     "v_parameterization", "validation_split")
 
 
 def _device(cfg):
@@ -107,6 +116,15 @@ def _weight_dtype(cfg, device):
     if cfg.mixed_precision == "bf16":
         return torch.bfloat16
     return torch.float32
+
+
+def _fingerprint(samples):
+    """What a resumed run must find again: the same files with the same bytes, repeats and captions."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(("%s\0%016x\0%d\0%s\n" % (s.rel, s.file_hash, s.repeats, s.caption)).encode("utf-8",
+                                                                                            "surrogateescape"))
+    return h.hexdigest()
 
 
 def _seed_int(seed, *parts):
@@ -178,6 +196,9 @@ class _Trainer:
             print("warning: " + message, file=sys.stderr)
 
     bar = None
+    # validation: the held-out samples, the last validation (step, loss) and the best one
+    val_samples = ()
+    val_step = val_loss = best_step = best_loss = val_fingerprint = None
 
     def info(self, message):
         self.cb.call("on_log", {"info": message})
@@ -262,19 +283,16 @@ class _Trainer:
         for w in scan.warnings:
             self.warn(w)
         self.scan = scan
-        self.samples = scan.samples
-        # What a resumed run must find again: the same files with the same bytes and repeats.
-        h = hashlib.sha256()
-        for s in self.samples:
-            h.update(("%s\0%016x\0%d\0%s\n" % (s.rel, s.file_hash, s.repeats, s.caption)).encode("utf-8",
-                                                                                                "surrogateescape"))
-        self.dataset_fingerprint = h.hexdigest()
-        self.buckets = train_data.assign_buckets(
-            self.samples, resolution=self.resolution, enable_bucket=cfg.enable_bucket,
-            min_bucket_reso=cfg.min_bucket_reso,
-            max_bucket_reso=cfg.max_bucket_reso or (2048 if base.kind == "sdxl" else 1024),
-            bucket_reso_steps=cfg.bucket_reso_steps, bucket_no_upscale=cfg.bucket_no_upscale,
-            warnings=self.warnings)
+        self.samples, self.val_samples = self._split_validation()
+        self.scan = dataclasses.replace(scan, samples=tuple(self.samples))  # the metadata counts trained images
+        self.dataset_fingerprint, self.val_fingerprint = _fingerprint(self.samples), _fingerprint(self.val_samples)
+        bucket_args = dict(resolution=self.resolution, enable_bucket=cfg.enable_bucket,
+                           min_bucket_reso=cfg.min_bucket_reso,
+                           max_bucket_reso=cfg.max_bucket_reso or (2048 if base.kind == "sdxl" else 1024),
+                           bucket_reso_steps=cfg.bucket_reso_steps, bucket_no_upscale=cfg.bucket_no_upscale,
+                           warnings=self.warnings)
+        self.buckets = train_data.assign_buckets(self.samples, **bucket_args)
+        self.val_buckets = train_data.assign_buckets(self.val_samples, **bucket_args)
         long_ = count_truncated(base.tokenizers[0], [s.caption for s in self.samples])
         if long_:
             self.warn("%d caption(s) are longer than 77 tokens; their ends are cut off" % long_)
@@ -329,6 +347,15 @@ class _Trainer:
 
     def _after_setup(self):
         """After the resume: work that needs the final state (latent caching)."""
+        cfg = self.cfg
+        self.val_latents = None
+        if self.val_samples:  # encoded once, while the VAE is on the device
+            self.val_latents, failed = encode_latents(self.base, self.val_samples, self.val_buckets, self.device,
+                                                      cfg.batch_size)
+            for w in failed:
+                self.warn(w)
+            if not self.val_latents:
+                raise TrainingError("none of the %d validation images can be used" % len(self.val_samples))
         self.latents = None
         if self.cfg.cache_latents:
             self._cache_latents()
@@ -385,6 +412,13 @@ class _Trainer:
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
         self.started_at = float(state.get("started_at", self.started_at))
+        v = state.get("validation") or {}
+        if v.get("images") == self.val_fingerprint:  # an earlier best is remembered, on the same samples only
+            self.val_step, self.val_loss, self.best_step, self.best_loss = (v.get(k) for k in (
+                "step", "loss", "best_step", "best_loss"))
+        elif v.get("best_step") is not None:
+            self.info("the validation %s changed since %s: its best validation loss (step %d) is not compared "
+                      "with the new ones" % (self.sample_noun, self.resume_path, v["best_step"]))
 
     def _cache_latents(self):
         cfg = self.cfg
@@ -483,10 +517,13 @@ class _Trainer:
         meta["ss_v_parameterization"] = str(self.v_prediction)
         if self.v_prediction:
             meta["modelspec.prediction_type"] = "v"
+        if self.val_step == self.global_step and self.val_loss is not None:
+            meta["ss_validation_loss"] = repr(float(self.val_loss))
         return meta
 
-    def _write_lora(self, path, finished=False):
-        save_lora(path, self.network.lora_state_dict(), self._metadata(finished), self.cfg.save_precision)
+    def _write_lora(self, path, finished=False, extra=None):
+        save_lora(path, self.network.lora_state_dict(), dict(self._metadata(finished), **(extra or {})),
+                  self.cfg.save_precision)
 
     def _checkpoint_lora_name(self):
         """The LoRA file's name inside checkpoint-<step>/ (None: the folder itself holds it)."""
@@ -499,7 +536,9 @@ class _Trainer:
         cfg = self.cfg
         state = {"epoch": self.epoch, "batch_index": self.batch_index, "config": cfg.to_dict(),
                  "base_model_kind": self.kind, "started_at": self.started_at, "total_steps": self.total_steps,
-                 "finished": finished, "run_id": self.run_id, "dataset": self.dataset_fingerprint}
+                 "finished": finished, "run_id": self.run_id, "dataset": self.dataset_fingerprint,
+                 "validation": {"images": self.val_fingerprint, "step": self.val_step, "loss": self.val_loss,
+                                "best_step": self.best_step, "best_loss": self.best_loss}}
         path = save_checkpoint(cfg.output_dir, self.global_step, self._checkpoint_lora_name(),
                                lambda p: self._write_checkpoint_lora(p, finished), self.network, self.optimizer,
                                self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
@@ -567,7 +606,8 @@ class _Trainer:
                         its = 1.0 / max(now - t_last, 1e-9)
                         t_last = now
                         lrs = self.scheduler.get_last_lr()
-                        self.bar.set_postfix(loss="%.4f" % loss_avg, lr="%.2e" % lrs[0], epoch=self.epoch + 1)
+                        self.bar.set_postfix(loss="%.4f" % loss_avg, lr="%.2e" % lrs[0], epoch=self.epoch + 1,
+                                             **({"val": "%.4f" % self.val_loss} if self.val_loss is not None else {}))
                         self.bar.update(1)
                         logs = {"loss": last_loss, "loss_avg": loss_avg, "it_per_s": its, "grad_norm": grad_norm,
                                 "epoch": self.epoch + 1}
@@ -582,14 +622,17 @@ class _Trainer:
                             done = self.global_step - run_start_step
                             rate = done / max(time.time() - run_start, 1e-9)
                             eta = (self.total_steps - self.global_step) / max(rate, 1e-9)
-                            self.info("step %d/%d  loss %.4f  lr %.2e  %.2f it/s  eta %d:%02d:%02d" % (
+                            self.info("step %d/%d  loss %.4f  lr %.2e  %.2f it/s  eta %d:%02d:%02d%s" % (
                                 self.global_step, self.total_steps, loss_avg, lrs[0], rate, eta // 3600,
-                                eta % 3600 // 60, eta % 60))
+                                eta % 3600 // 60, eta % 60,
+                                "  val %.4f" % self.val_loss if self.val_loss is not None else ""))
                         if cfg.sample_prompts and cfg.sample_every_n_steps and \
                                 self.global_step % cfg.sample_every_n_steps == 0:
                             self._sample(writer)
-                        if cfg.save_steps and self.global_step % cfg.save_steps == 0 \
-                                and self.global_step < self.total_steps:
+                        save = cfg.save_steps and self.global_step % cfg.save_steps == 0 \
+                            and self.global_step < self.total_steps
+                        self._maybe_validate(writer, checkpoint=save)
+                        if save:
                             last_good = self._checkpoint()
                         if stop.set or self.cb.should_stop():
                             path = self.checkpoints[-1] if self.saved_step == self.global_step else self._checkpoint()
@@ -601,7 +644,9 @@ class _Trainer:
                         self.batch_index = 0
                         if cfg.save_every_n_epochs and self.epoch % cfg.save_every_n_epochs == 0 \
                                 and self.global_step < self.total_steps:
+                            self._maybe_validate(writer, checkpoint=True)
                             last_good = self._checkpoint()
+            self._maybe_validate(writer, final=True)
             final_path = self._final_path()
             self._write_lora(final_path, finished=True)
             self._checkpoint(finished=True)
@@ -612,8 +657,11 @@ class _Trainer:
             if writer:
                 writer.close()
             self.network.remove()
+        best = self._best_path() if cfg.save_best and self.best_step is not None else None
         result = TrainResult(final_path, self.global_step, self.epoch, last_loss, self.checkpoints,
-                             time.time() - self.started_at, self.warnings, **extra)
+                             time.time() - self.started_at, self.warnings, best_step=self.best_step,
+                             best_loss=self.best_loss, best_path=best if best and os.path.exists(best) else None,
+                             last_loss=self.val_loss if self.val_step == self.global_step else None, **extra)
         self.cb.call("on_end", result)
         return result
 
@@ -633,6 +681,71 @@ class _Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    # ---- validation ----------------------------------------------------------------------
+    def _split_validation(self):
+        """(training samples, validation samples): the images of validation_data_dir, or
+        validation_split of train_data_dir's held out, chosen with the seed (the same on resume)."""
+        cfg, samples = self.cfg, list(self.scan.samples)
+        if cfg.validation_data_dir:
+            scan = train_data.scan_dataset(cfg.validation_data_dir, caption_extension=cfg.caption_extension,
+                                           trigger_word=cfg.trigger_word, key="validation_data_dir")
+            for w in scan.warnings:
+                self.warn("validation_data_dir: " + w)
+            trained = {s.file_hash for s in samples}
+            both = [s.rel for s in scan.samples if s.file_hash in trained]
+            if both:
+                self.warn("%d validation image(s) are also training images (%s): the validation loss flatters the "
+                          "LoRA" % (len(both), ", ".join(both[:3]) + (", ..." if len(both) > 3 else "")))
+            return samples, list(scan.samples)
+        held = set(train_data.holdout([s.rel for s in samples], cfg.validation_split, cfg.seed))
+        if held and len(held) >= len(samples):
+            raise TrainingError("validation_split %g of %d image(s) leaves none to train on; lower it or add images"
+                                % (cfg.validation_split, len(samples)))
+        return [s for i, s in enumerate(samples) if i not in held], [samples[i] for i in sorted(held)]
+
+    def _validation_loss(self):
+        """The loss on the validation samples, deterministic (the same weights give the same value):
+        fixed noise per image and fixed timesteps, no augmentation, no dropout, captions as written."""
+        cfg = self.cfg
+        self.network.eval()
+        try:
+            return evaluation_loss(self.base, self.val_samples, self.val_buckets, seed=cfg.seed, device=self.device,
+                                   dtype=self.weight_dtype, clip_skip=cfg.clip_skip, v_prediction=self.v_prediction,
+                                   batch_size=cfg.batch_size, trigger_word=cfg.trigger_word, latents=self.val_latents)
+        finally:
+            self.network.train()
+
+    def _best_path(self):
+        return os.path.join(self.cfg.output_dir, self.cfg.output_name + "-best.safetensors")
+
+    def _save_best(self):
+        """save_best: the LoRA file of the weights with the lowest validation loss so far."""
+        self._write_lora(self._best_path(), extra={"ss_best_step": str(self.best_step),
+                                                   "ss_best_validation_loss": repr(float(self.best_loss))})
+
+    def _maybe_validate(self, writer, checkpoint=False, final=False):
+        """Validation every validate_every_n_steps, else at each checkpoint, and at the end."""
+        n = self.cfg.validate_every_n_steps
+        if not self.val_samples or self.val_step == self.global_step or not (
+                final or (self.global_step % n == 0 if n else checkpoint)):
+            return
+        loss = float(self._validation_loss())
+        self.val_step, self.val_loss = self.global_step, loss if math.isfinite(loss) else None
+        new_best = self.val_loss is not None and (self.best_loss is None or loss < self.best_loss)
+        if new_best:
+            self.best_step, self.best_loss = self.global_step, loss
+            if self.cfg.save_best:
+                self._save_best()
+        if writer:
+            writer.add_scalar("loss/validation", loss, self.global_step)
+        self.cb.call("on_log", {"val_loss": loss, "step": self.global_step, "best_step": self.best_step,
+                                "best_loss": self.best_loss})
+        if new_best:
+            note = " (best so far%s)" % (", saved as " + self._best_path() if self.cfg.save_best else "")
+        else:
+            note = "; best %.4f at step %d" % (self.best_loss, self.best_step) if self.best_step is not None else ""
+        self.info("validation loss %.4f at step %d%s" % (loss, self.global_step, note))
 
     def _sample(self, writer):
         from .sample import generate_samples

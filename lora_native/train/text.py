@@ -52,7 +52,8 @@ DEFAULT_TARGETS = {
 _PLAIN_HEAD = frozenset(DEFAULT_TARGETS)
 
 RESUME_MUST_MATCH_TEXT = ("task_type", "lora_rank", "lora_alpha", "lora_target_modules", "batch_size",
-                          "gradient_accumulation_steps", "seed", "max_seq_length", "packing")
+                          "gradient_accumulation_steps", "seed", "max_seq_length", "packing",
+                          "validation_split")
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -410,15 +411,16 @@ class TextTrainer(_Trainer):
             raise TrainingError("no usable training sample in %s (%d file(s) read, %d line(s) skipped%s)" % (
                 cfg.train_data_dir, len(ds.files), len(ds.bad), ", the first: " + ds.bad[0] if ds.bad else ""))
         self.dataset = ds
-        train, self.validation = self._split_validation()
+        train, self.val_samples = self._split_validation()
         ds.samples = train
         text_data.finish(ds, cfg.max_seq_length, cfg.packing)
         self.samples = ds.samples
         self.dataset_fingerprint = ds.fingerprint
+        self.val_fingerprint = text_data.fingerprint(self.val_samples)
         self.info("%d sample(s) (%s) from %d file(s): %d sequence(s), %d tokens, %d of them learned%s" % (
             ds.num_raw, ", ".join("%d %s" % (n, k) for k, n in sorted(ds.kinds.items())), len(ds.files),
-            len(ds.samples), ds.tokens, ds.learned_tokens, "; %d held out for validation" % len(self.validation)
-            if self.validation else ""))
+            len(ds.samples), ds.tokens, ds.learned_tokens, "; %d held out for validation" % len(self.val_samples)
+            if self.val_samples else ""))
 
         targets, self.target_modules = find_targets(model, cfg.lora_target_modules)
         torch.manual_seed(cfg.seed)  # kaiming init of lora_A
@@ -512,7 +514,7 @@ class TextTrainer(_Trainer):
             return self._split
         cfg = self.cfg
         samples = self.dataset.samples
-        folder = getattr(cfg, "validation_data_dir", None)
+        folder = cfg.validation_data_dir
         if folder:
             vds = text_data.load_text_dataset(folder, self.tokenizer, cfg.max_seq_length, cfg.text_column,
                                               cfg.txt_split)
@@ -520,14 +522,14 @@ class TextTrainer(_Trainer):
                 self.warn("validation: " + w)
             self._split = (list(samples), vds.samples)
         else:
-            self._split = text_data.split_validation(samples, getattr(cfg, "validation_split", 0.0) or 0.0, cfg.seed)
+            self._split = text_data.split_validation(samples, cfg.validation_split or 0.0, cfg.seed)
         return self._split
 
     @torch.no_grad()
     def _validation_loss(self):
         """Teacher-forced loss per learned token over the held-out samples (mean over all their
         learned tokens, so the batch size does not change it); None without validation samples."""
-        if not self.validation:
+        if not self.val_samples:
             return None
         was = self.model.training
         self.model.eval()
@@ -535,8 +537,8 @@ class TextTrainer(_Trainer):
         total, count = 0.0, 0
         try:
             bs = max(1, self.cfg.batch_size)
-            for k in range(0, len(self.validation), bs):
-                ids, labels, pos = self._tensors(self.validation[k:k + bs])
+            for k in range(0, len(self.val_samples), bs):
+                ids, labels, pos = self._tensors(self.val_samples[k:k + bs])
                 n = int((labels[:, 1:] != text_data.IGNORE).sum())
                 with torch.autocast(self.device.type, dtype=self.weight_dtype,
                                     enabled=self.weight_dtype != torch.float32):
@@ -558,22 +560,32 @@ class TextTrainer(_Trainer):
                     cfg.learning_rate), "lora_native.training_started_at": str(self.started_at)}
         if finished:
             meta["lora_native.training_finished_at"] = str(time.time())
+        if self.val_step == self.global_step and self.val_loss is not None:
+            meta["lora_native.validation_loss"] = repr(float(self.val_loss))
         return meta
 
-    def _write_adapter(self, folder, finished):
+    def _write_adapter(self, folder, finished, extra=None):
         from safetensors.torch import save_file
         cfg = self.cfg
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.save_precision, torch.float32)
         save_file(peft_tensors(self.network, dtype), os.path.join(folder, ADAPTER_WEIGHTS),
-                  metadata=self._metadata(finished))
+                  metadata=dict(self._metadata(finished), **(extra or {})))
         conf = adapter_config(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, self.target_modules,
                               os.fspath(cfg.base_model), any(m.fan_in_fan_out for m in self.network.layers))
         with open(os.path.join(folder, ADAPTER_CONFIG), "w", encoding="utf-8") as f:
             json.dump(conf, f, indent=2, sort_keys=True)
         self.tokenizer.save_pretrained(folder)
 
-    def _write_lora(self, path, finished=False):
-        _atomic_folder(path, lambda tmp: self._write_adapter(tmp, finished))
+    def _write_lora(self, path, finished=False, extra=None):
+        _atomic_folder(path, lambda tmp: self._write_adapter(tmp, finished, extra))
+
+    def _best_path(self):
+        return os.path.join(self.cfg.output_dir, self.cfg.output_name + "-best")
+
+    def _save_best(self):
+        """save_best: the adapter folder of the weights with the lowest validation loss so far."""
+        self._write_lora(self._best_path(), extra={"lora_native.best_step": str(self.best_step),
+                                                   "lora_native.best_validation_loss": repr(float(self.best_loss))})
 
     def _checkpoint_lora_name(self):
         return None  # the adapter files sit in checkpoint-<step>/ itself, as transformers' Trainer has them
@@ -585,7 +597,7 @@ class TextTrainer(_Trainer):
         return os.path.join(self.cfg.output_dir, self.cfg.output_name)
 
     def _after_training(self, final_path):
-        extra = {"task_type": "text-generation"}
+        extra = {"task_type": "text-generation", "base_model": os.fspath(self.cfg.base_model)}
         if self.cfg.merge_output:
             extra["merged_path"] = self._merge()
         return extra

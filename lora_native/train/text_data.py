@@ -65,12 +65,17 @@ class TextDataset:
 
     @property
     def fingerprint(self):
-        h = hashlib.sha256()
-        for s in self.samples:
-            for a in (s.input_ids, s.labels, s.position_ids):
-                h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
-            h.update(b"\0")
-        return h.hexdigest()
+        return fingerprint(self.samples)
+
+
+def fingerprint(samples):
+    """What a resumed run must find again: the same token sequences."""
+    h = hashlib.sha256()
+    for s in samples:
+        for a in (s.input_ids, s.labels, s.position_ids):
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 class _Bad(ValueError):

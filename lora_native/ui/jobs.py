@@ -95,7 +95,8 @@ class TrainingJob:
     def _on_start(self, info):
         with self._lock:
             self._s.update(total=info["total_steps"], step=info["resume_step"], resume_step=info["resume_step"],
-                           message="training on %d images" % info["images"]
+                           message=("training on %d images" % info["images"] if "images" in info
+                                    else "training on %d text samples" % info.get("samples", 0))
                            + (" (resumed at step %d)" % info["resume_step"] if info["resume_step"] else ""))
         self._t0, self._step0 = time.time(), info["resume_step"]
 
@@ -135,8 +136,11 @@ class TrainingJob:
                     _copy_atomic(path, dst)
                 path = dst
             with self._lock:
-                self._s.update(lora_path=path, message="finished %d steps; final loss %.4f" % (
-                    result.steps, result.final_loss))
+                best = getattr(result, "best_step", None)
+                self._s.update(lora_path=path, message="finished %d steps; final loss %.4f%s" % (
+                    result.steps, result.final_loss, "" if best is None else "; lowest validation loss %.4f at "
+                    "step %d%s" % (result.best_loss, best, " (%s)" % os.path.basename(result.best_path)
+                                   if result.best_path else "")))
             if self.on_done is not None:
                 try:
                     self.on_done(path)
