@@ -266,6 +266,10 @@ def _add_train(sub):
     p.add_argument("--config", help="YAML config file (see examples/); may also be given as the first argument")
     p.add_argument("--merge", action="store_true", help="text-generation: also write <output_name>-merged/, the base "
                                                         "model with the LoRA merged in (config key merge_output)")
+    p.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="data-parallel training in N processes on this machine (one per GPU; gloo processes on the "
+                        "CPU), started with accelerate launch; batch_size is per process. For several machines, "
+                        "run `accelerate launch ... train.py --config X.yaml` on each (see the README)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -300,11 +304,19 @@ def _cmd_train(args):
     overrides = _parse_overrides(args.overrides)
     if args.merge:
         overrides["merge_output"] = True
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UsageError("--num-processes must be at least 1")
+    from .train.distributed import launched
+    if args.num_processes and args.num_processes > 1 and not launched():
+        return _launch_train(args.num_processes, config, args.overrides, args.merge, overrides)
     try:
         result = train(config, **overrides)
     except TrainingInterrupted as e:
-        print(str(e), file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):  # with several processes, the main one says it
+            print(str(e), file=sys.stderr)
         return 130
+    if result.process_index != 0:
+        return 0  # the main process reports
     print("trained %d steps (%d epochs) in %.0f s; final loss %.4f" % (result.steps, result.epochs, result.elapsed,
                                                                       result.final_loss))
     val = "  (validation loss %.4f)" % result.last_loss if result.last_loss is not None else ""
@@ -327,6 +339,23 @@ def _cmd_train(args):
     name = os.path.splitext(os.path.basename(result.lora_path))[0]
     print("use it in a prompt: <lora:%s:0.8>" % name)
     return 0
+
+
+def _launch_train(n, config, raw_overrides, merge, overrides):
+    """`lora-native train --num-processes N`: the same command in N processes via accelerate launch."""
+    import subprocess
+    from .config import load_config
+    from .train.distributed import launch_command
+    cfg = load_config(config, overrides)  # config mistakes are reported once, before anything starts
+    argv = ["train", "--config", config] + list(raw_overrides) + (["--merge"] if merge else [])
+    cmd = launch_command(n, argv, cpu=cfg.device == "cpu" or None)
+    print("starting %d training processes: %s" % (n, " ".join(cmd[1:])), file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the processes get it too: they save a checkpoint and stop
+            continue
 
 
 def _add_generate(sub):

@@ -459,8 +459,8 @@ class TextTrainer(_Trainer):
     def _base_lrs(self):
         return [self.cfg.learning_rate]
 
-    def _epoch_batches(self, epoch):
-        return text_data.epoch_batches(self.samples, self.cfg.batch_size, self.cfg.seed, epoch)
+    def _epoch_batches(self, epoch, processes=None):
+        return text_data.epoch_batches(self.samples, self._global_batch_size(processes), self.cfg.seed, epoch)
 
     def _after_setup(self):
         self._step_tokens, self._t_step = 0, time.time()
@@ -492,7 +492,12 @@ class TextTrainer(_Trainer):
         return F.cross_entropy(logits[:, :-1][sel].float(), target[sel])
 
     def _loss(self, indices, micro):
+        """(mean loss over the learned tokens of this process's samples, how many tokens)."""
         cfg = self.cfg
+        whole = self._batch if self._batch is not None else indices
+        self._step_tokens += sum(len(self.samples[i].input_ids) for i in whole)  # the global batch's
+        if not indices:
+            return None, 0
         samples = [self.samples[i] for i in indices]
         ids, labels, pos = self._tensors(samples)
         # Per-step randomness from (seed, step, micro-batch): identical on resume.
@@ -502,8 +507,7 @@ class TextTrainer(_Trainer):
                                   enabled=self.weight_dtype != torch.float32)
         with autocast:
             loss = self._lm_loss(ids, labels, pos)
-        self._step_tokens += sum(len(s.input_ids) for s in samples)
-        return loss, len(samples)
+        return loss, int((labels[:, 1:] != text_data.IGNORE).sum())
 
     # ---- validation (deterministic: no dropout, fixed order) ----------------------------
     def _split_validation(self):
@@ -598,7 +602,7 @@ class TextTrainer(_Trainer):
 
     def _after_training(self, final_path):
         extra = {"task_type": "text-generation", "base_model": os.fspath(self.cfg.base_model)}
-        if self.cfg.merge_output:
+        if self.cfg.merge_output and self.main:
             extra["merged_path"] = self._merge()
         return extra
 
