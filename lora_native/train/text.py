@@ -101,6 +101,18 @@ def load_causal_lm(path, dtype=torch.float32, tokenizer_path=None):
     return model, tokenizer
 
 
+def _check_packing():
+    """Packed samples are kept apart by transformers' mask built from position_ids restarting at 0
+    (masking_utils.find_packed_sequence_indices); older versions would let them attend to each other."""
+    try:
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError:
+        import transformers
+        raise UsageError("packing: true needs transformers 4.56 or newer (this is %s), which keeps packed samples "
+                         "from attending to each other; upgrade transformers or set packing: false"
+                         % transformers.__version__) from None
+
+
 def _layer_ok(module):
     return isinstance(module, torch.nn.Linear) or is_conv1d(module)
 
@@ -413,6 +425,8 @@ class TextTrainer(_Trainer):
         self.dataset = ds
         train, self.val_samples = self._split_validation()
         ds.samples = train
+        if cfg.packing:
+            _check_packing()
         text_data.finish(ds, cfg.max_seq_length, cfg.packing)
         self.samples = ds.samples
         self.dataset_fingerprint = ds.fingerprint
