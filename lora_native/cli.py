@@ -260,9 +260,16 @@ def _cmd_info(args):
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a LoRA from a YAML config",
-                       description="Train a LoRA for SD1.5 or SDXL from a YAML config. Any config key can be given "
-                                   "on the command line to override the file: --learning_rate 5e-5 --lora_rank 8.")
+                       description="Train a LoRA for SD1.5 or SDXL, or for a causal language model (task_type: "
+                                   "text-generation), from a YAML config. Any config key can be given on the command "
+                                   "line to override the file: --learning_rate 5e-5 --lora_rank 8.")
     p.add_argument("--config", help="YAML config file (see examples/); may also be given as the first argument")
+    p.add_argument("--merge", action="store_true", help="text-generation: also write <output_name>-merged/, the base "
+                                                        "model with the LoRA merged in (config key merge_output)")
+    p.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="data-parallel training in N processes on this machine (one per GPU; gloo processes on the "
+                        "CPU), started with accelerate launch; batch_size is per process. For several machines, "
+                        "run `accelerate launch ... train.py --config X.yaml` on each (see the README)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -294,20 +301,89 @@ def _cmd_train(args):
         config = args.overrides.pop(0)  # lora-native train my.yaml
     if not config:
         raise UsageError("which config? lora-native train --config my.yaml (examples/ has commented ones)")
+    overrides = _parse_overrides(args.overrides)
+    if args.merge:
+        overrides["merge_output"] = True
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UsageError("--num-processes must be at least 1")
+    from .train.distributed import launched
+    if args.num_processes and args.num_processes > 1 and not launched():
+        return _launch_train(args.num_processes, config, args.overrides, args.merge, overrides)
     try:
-        result = train(config, **_parse_overrides(args.overrides))
+        result = train(config, **overrides)
     except TrainingInterrupted as e:
-        print(str(e), file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):  # with several processes, the main one says it
+            print(str(e), file=sys.stderr)
         return 130
+    if result.process_index != 0:
+        return 0  # the main process reports
     print("trained %d steps (%d epochs) in %.0f s; final loss %.4f" % (result.steps, result.epochs, result.elapsed,
                                                                       result.final_loss))
-    print("LoRA: %s" % result.lora_path + ("  (validation loss %.4f)" % result.last_loss
-                                           if result.last_loss is not None else ""))
+    val = "  (validation loss %.4f)" % result.last_loss if result.last_loss is not None else ""
+    best = None
     if result.best_step is not None:
-        print("best: step %d, validation loss %.4f%s" % (result.best_step, result.best_loss,
-                                                         ": %s" % result.best_path if result.best_path else ""))
+        best = "best: step %d, validation loss %.4f%s" % (result.best_step, result.best_loss,
+                                                          ": %s" % result.best_path if result.best_path else "")
+    if result.task_type == "text-generation":
+        print("adapter: %s%s" % (result.lora_path, val))
+        if result.merged_path:
+            print("merged model: %s" % result.merged_path)
+        if best:
+            print(best)
+        print("try it: lora-native generate --base %s --lora %s --prompt \"...\""
+              % (result.base_model or "BASE_MODEL", result.best_path or result.lora_path))
+        return 0
+    print("LoRA: %s%s" % (result.lora_path, val))
+    if best:
+        print(best)
     name = os.path.splitext(os.path.basename(result.lora_path))[0]
     print("use it in a prompt: <lora:%s:0.8>" % name)
+    return 0
+
+
+def _launch_train(n, config, raw_overrides, merge, overrides):
+    """`lora-native train --num-processes N`: the same command in N processes via accelerate launch."""
+    import subprocess
+    from .config import load_config
+    from .train.distributed import launch_command
+    cfg = load_config(config, overrides)  # config mistakes are reported once, before anything starts
+    argv = ["train", "--config", config] + list(raw_overrides) + (["--merge"] if merge else [])
+    cmd = launch_command(n, argv, cpu=cfg.device == "cpu" or None)
+    print("starting %d training processes: %s" % (n, " ".join(cmd[1:])), file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the processes get it too: they save a checkpoint and stop
+            continue
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="continue a prompt with a language model and a LoRA adapter",
+                       description="Load a local Hugging Face causal-LM folder (--base) and optionally a PEFT LoRA "
+                                   "adapter folder (--lora, as `lora-native train` writes for task_type "
+                                   "text-generation) and print the model's continuation of --prompt. Nothing is "
+                                   "downloaded.")
+    p.add_argument("--base", required=True, metavar="DIR", help="base model folder (config.json + *.safetensors)")
+    p.add_argument("--lora", metavar="DIR", help="adapter folder (adapter_model.safetensors + adapter_config.json)")
+    p.add_argument("--prompt", default="", help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn with the tokenizer's chat "
+                                                      "template (the adapter folder's tokenizer when it has one)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args):
+    from .errors import UsageError
+    if args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+    _quiet_transformers()
+    from .train.text import generate_from_folders
+    print(generate_from_folders(args.base, args.lora, args.prompt, args.max_new_tokens, args.temperature, args.seed,
+                                args.chat, args.device))
     return 0
 
 
@@ -394,6 +470,7 @@ def build_parser():
     _add_clean(sub)
     _add_caption(sub)
     _add_train(sub)
+    _add_generate(sub)
     _add_inspect(sub)
     _add_demo(sub)
     _add_info(sub)

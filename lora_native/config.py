@@ -24,12 +24,13 @@ SCHEMA = {row[0]: row for row in _native.config_schema()}
 # Keys whose strings name files or folders: resolved against the config file's folder (or the
 # current directory for overrides and the API), `~` expanded.
 _PATH_KEYS = frozenset(name for name, row in SCHEMA.items() if row[1] == "path") | {"resume_from_checkpoint",
-                                                                                 "sample_prompts"}
+                                                                                 "sample_prompts", "chat_template"}
 
 # Said with a missing required key.
 _REQUIRED_HINTS = {
     "base_model": "the Stable Diffusion checkpoint (.safetensors) or diffusers folder to train from",
-    "train_data_dir": "the folder of training images (needed for task_type text-to-image)",
+    "train_data_dir": "the training data: a folder of images, or for task_type text-generation a .jsonl/.txt/.csv "
+                      "file or folder",
 }
 
 
@@ -39,7 +40,7 @@ class Config:
     `load_config` or `Config.from_dict` (which check it); paths are absolute."""
 
     # --- the seed articles' keys
-    train_data_dir: Optional[str] = None        # images (+ metadata.csv or .txt captions); required for text-to-image
+    train_data_dir: Optional[str] = None        # images (+ metadata.csv or .txt captions); text-generation: .jsonl/.txt/.csv folder or file
     metadata_path: Optional[str] = None         # default: <train_data_dir>/metadata.csv when that file exists
     base_model: Optional[str] = None            # required: .safetensors checkpoint or diffusers folder
     lora_rank: int = 16
@@ -50,10 +51,8 @@ class Config:
     save_steps: int = 0                         # 0: no step checkpoints (one at the end)
     conv_lora: bool = False                     # also train the 3x3 convs (LoCon) at conv_dim
     log_with: str = "none"                      # tensorboard | none
-    # text-to-image | text-generation; the config accepts text-generation, the trainer answers
-    # "not yet supported" until LLM adapters land
-    task_type: str = "text-to-image"
-    max_seq_length: int = 512                   # text-generation only
+    task_type: str = "text-to-image"            # text-to-image (SD1.5/SDXL) | text-generation (causal LM, PEFT output)
+    max_seq_length: int = 512                   # text-generation: tokens per training sequence (longer ones are cut)
     # --- what sd-scripts users expect
     model_type: str = "auto"                    # auto (from the checkpoint's keys) | sd15 | sdxl | llm
     lora_alpha: Optional[float] = None          # default: lora_rank (scale 1)
@@ -77,7 +76,7 @@ class Config:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0                  # 0 disables clipping
     mixed_precision: str = "no"                 # no | fp16 | bf16
-    save_precision: str = "fp16"                # fp16 | bf16 | float
+    save_precision: Optional[str] = None        # fp16 | bf16 | float; default fp16 (images), float (text-generation, as PEFT)
     gradient_checkpointing: bool = False
     seed: int = 42
     output_name: str = "lora"                   # file name of the LoRA: <output_dir>/<output_name>.safetensors
@@ -117,6 +116,19 @@ class Config:
     # training ignores them
     captioner: Optional[str] = None
     caption_model: Optional[str] = None
+    # --- task_type: text-generation
+    # PEFT's lora_dropout: drops the adapter's input features (PEFT semantics, written to
+    # adapter_config.json). network_dropout is sd-scripts' (drops the rank features after down);
+    # both are training-only regularisers and may be combined; neither changes the saved weights.
+    lora_dropout: float = 0.0
+    # module-name suffixes (PEFT's target_modules) or "all-linear"; None: per architecture
+    # (LLaMA/Qwen2/Mistral/Gemma q,k,v,o,gate,up,down_proj; GPT-2 c_attn,c_proj,c_fc)
+    lora_target_modules: Optional[Tuple[str, ...]] = None
+    text_column: str = "text"                   # .jsonl field holding plain text
+    txt_split: str = "file"                     # .txt files: one sample per file | per blank-line paragraph
+    packing: bool = False                       # pack short samples into max_seq_length sequences
+    chat_template: Optional[str] = None         # Jinja template (or a file holding one) for `messages` data
+    merge_output: bool = False                  # also write <output_name>-merged/ (base + LoRA, save_pretrained)
 
     # --- not config keys: where the values came from, for messages
     source: Optional[str] = field(default=None, compare=False)     # the config file, None without one
@@ -236,6 +248,8 @@ def _resolve_path(key, value, base):
         return value
     if key == "resume_from_checkpoint" and value == "latest":
         return value
+    if key == "chat_template" and "{" in value:  # the template itself, not a file
+        return value
     value = os.path.expanduser(value)
     return os.path.normpath(os.path.join(base, value) if base else os.path.abspath(value))
 
@@ -317,7 +331,19 @@ _DERIVED = {
     "unet_lr": lambda v: v["learning_rate"],
     "text_encoder_lr": lambda v: v["learning_rate"],
     "cache_latents": lambda v: bool(v["cache_latents_to_disk"]),
+    # PEFT keeps adapters in float32; sd-scripts users expect fp16 files
+    "save_precision": lambda v: "float" if v["task_type"] == "text-generation" else "fp16",
 }
+
+# Keys only Stable Diffusion training reads; a text-generation run that sets them (a kohya YAML
+# reused) is warned once, as sd-scripts' own trainers do with arguments they do not use.
+IMAGE_ONLY_KEYS = ("metadata_path", "conv_lora", "conv_dim", "conv_alpha", "resolution", "enable_bucket",
+                   "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "unet_lr",
+                   "text_encoder_lr", "train_text_encoder", "caption_extension", "trigger_word", "shuffle_caption",
+                   "keep_tokens", "caption_dropout_rate", "flip_aug", "color_aug", "clip_skip", "noise_offset",
+                   "min_snr_gamma", "cache_latents", "cache_latents_to_disk", "v_parameterization")
+TEXT_ONLY_KEYS = ("max_seq_length", "lora_target_modules", "text_column", "txt_split", "packing", "chat_template",
+                  "merge_output")
 
 
 def _cross_checks(v, set_, c):
@@ -336,6 +362,7 @@ def _cross_checks(v, set_, c):
     if v["task_type"] == "text-generation" and v["model_type"] in ("sd15", "sdxl"):
         c.error("task_type", "text-generation trains language models, not model_type %s (%s)"
                 % (v["model_type"], c.where("model_type")))
+    _task_checks(v, set_, c)
     if v["mixed_precision"] == "fp16" and v["device"] == "cpu":
         c.error("mixed_precision", "fp16 needs a CUDA device (device is cpu, %s); use bf16 or no"
                 % c.where("device"))
@@ -364,6 +391,31 @@ def _cross_checks(v, set_, c):
         c.warn("validate_every_n_steps", "has no effect without validation_split or validation_data_dir")
 
 
+def _task_checks(v, set_, c):
+    """lora_target_modules as a tuple of suffixes; keys the other task reads, warned once."""
+    targets = v["lora_target_modules"]
+    if isinstance(targets, str):  # "q_proj, v_proj" on the command line or in the file
+        targets = targets.split(",")
+    if targets is not None:
+        targets = tuple(t.strip() for t in targets)
+        if not targets or not all(targets):
+            c.error("lora_target_modules", "needs module names, e.g. [q_proj, v_proj], or all-linear")
+        v["lora_target_modules"] = targets
+    template = v["chat_template"]
+    if template is not None and "{" not in template and not os.path.isfile(template):
+        c.error("chat_template", "%s is neither a Jinja template nor a file" % template)
+    text = v["task_type"] == "text-generation"
+
+    def differs(key):
+        derive = _DERIVED.get(key)
+        return key in set_ and v[key] != (derive(v) if derive else _PLAIN_DEFAULTS[key])
+    unused = [k for k in (IMAGE_ONLY_KEYS if text else TEXT_ONLY_KEYS) if differs(k)]
+    if unused:
+        c.warn(unused[0], "ignored for task_type %s (a %s key)%s" % (
+            v["task_type"], "text-to-image" if text else "text-generation",
+            ", as are " + ", ".join(unused[1:]) if unused[1:] else ""))
+
+
 def format_yaml(config):
     """The config as YAML text that load_config reads back to an equal Config: keys in schema
     order, those at their default (plain or derived from other keys) left out; paths absolute.
@@ -376,7 +428,7 @@ def format_yaml(config):
         default = derive(values) if derive else _PLAIN_DEFAULTS[name]
         if value is None or (value == default and name != "output_dir"):
             continue
-        if name == "sample_prompts" and isinstance(value, tuple):
+        if isinstance(value, tuple) and name != "resolution":  # sample_prompts, lora_target_modules
             lines.append("%s:%s" % (name, "" if value else " []"))
             lines.extend("  - " + _yaml_scalar(p) for p in value)
         elif name == "resolution":

@@ -30,7 +30,7 @@ def load(write, text, overrides=None):
 
 # ---- the examples and the schema
 
-@pytest.mark.parametrize("name", ["sd15_style", "sdxl_style", "demo"])
+@pytest.mark.parametrize("name", ["sd15_style", "sdxl_style", "demo", "llm_chat"])
 def test_every_example_loads(name, recwarn):
     cfg = load_config(EXAMPLES / (name + ".yaml"))
     assert cfg.source == str(EXAMPLES / (name + ".yaml"))
@@ -52,10 +52,12 @@ def test_schema_and_config_fields_agree():
     rows = _native.config_schema()
     assert [r[0] for r in rows] == list(KEYS)
     fields = {f.name for f in dataclasses.fields(Config)} - {"source", "warnings", "origins"}
-    assert set(KEYS) == fields and len(KEYS) == 70
+    assert set(KEYS) == fields and len(KEYS) == 77
     schema = {r[0]: r for r in rows}
     assert schema["lora_rank"] == ("lora_rank", "int", None, 1, None, False)
-    assert schema["base_model"][5] is True and schema["train_data_dir"][5] == "text-to-image"
+    assert schema["base_model"][5] is True and schema["train_data_dir"][5] is True
+    assert schema["txt_split"][2] == ("file", "paragraph") and schema["lora_target_modules"][1] == "list"
+    assert schema["lora_dropout"][3:5] == (0.0, 1.0)
     assert schema["mixed_precision"][2] == ("no", "fp16", "bf16")
     assert schema["resolution"][1:5] == ("resolution", None, 64, 4096)
     assert schema["caption_dropout_rate"][3:5] == (0.0, 1.0)
@@ -254,9 +256,46 @@ def test_defaults_and_derived_defaults(write, tmp_path, monkeypatch):
     assert (cfg.conv_dim, cfg.conv_alpha, cfg.cache_latents) == (4, 4.0, True)
 
 
-def test_text_generation_needs_no_image_folder(write):
-    cfg = load(write, "base_model: models/llm\ntask_type: text-generation\nmax_seq_length: 1024\n")
-    assert cfg.task_type == "text-generation" and cfg.train_data_dir is None and cfg.max_seq_length == 1024
+def test_text_generation_keys(write, tmp_path):
+    text = "base_model: models/llm\ntrain_data_dir: chat.jsonl\ntask_type: text-generation\nmax_seq_length: 1024\n"
+    cfg = load(write, text)
+    assert cfg.task_type == "text-generation" and cfg.train_data_dir.endswith("chat.jsonl")
+    assert cfg.max_seq_length == 1024 and cfg.save_precision == "float" and cfg.lora_target_modules is None
+    assert (cfg.packing, cfg.txt_split, cfg.text_column, cfg.lora_dropout, cfg.merge_output) == (
+        False, "file", "text", 0.0, False)
+    cfg = load(write, text + "lora_target_modules: [q_proj, v_proj]\nlora_dropout: 0.05\npacking: true\n"
+                             "txt_split: paragraph\nchat_template: \"{% for m in messages %}{{ m.content }}{% endfor %}\"\n")
+    assert cfg.lora_target_modules == ("q_proj", "v_proj") and cfg.lora_dropout == 0.05 and cfg.packing
+    assert cfg.txt_split == "paragraph" and cfg.chat_template.startswith("{% for")
+    assert load(write, text + "lora_target_modules: q_proj, v_proj\n").lora_target_modules == ("q_proj", "v_proj")
+    assert load(write, BASE).save_precision == "fp16"
+    (tmp_path / "t.jinja").write_text("{{ x }}")
+    assert load(write, text + "chat_template: t.jinja\n").chat_template == str(tmp_path / "t.jinja")
+    with pytest.raises(ConfigError, match="chat_template: .*nope.jinja is neither"):
+        load(write, text + "chat_template: nope.jinja\n")
+    with pytest.raises(ConfigError, match="train_data_dir: required key is missing"):
+        load(write, "base_model: models/llm\ntask_type: text-generation\n")
+    with pytest.raises(ConfigError, match="lora_dropout"):
+        load(write, text + "lora_dropout: 1\n")
+    with pytest.raises(ConfigError, match="lora-native calls it 'lora_target_modules'"):
+        load(write, text + "target_modules: [q_proj]\n")
+
+
+def test_keys_of_the_other_task_are_warned_once(write):
+    text = "base_model: m\ntrain_data_dir: d\ntask_type: text-generation\n"
+    with pytest.warns(UserWarning) as record:
+        load(write, text + "resolution: 768\nclip_skip: 2\n")
+    messages = [str(w.message) for w in record if "task_type" in str(w.message)]
+    assert len(messages) == 1
+    assert "4:1: resolution: ignored for task_type text-generation (a text-to-image key), as are clip_skip" \
+        in messages[0]
+    with pytest.warns(UserWarning, match="packing: ignored for task_type text-to-image"):
+        load(write, BASE + "packing: true\n")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = load(write, text)
+        Config.from_dict(cfg.to_dict())  # every key set, at its default: nothing to say
 
 
 def test_keep_tokens_without_shuffle_is_a_warning(write):

@@ -289,9 +289,11 @@ def test_sample_prompts_write_pictures(tiny, tmp_path):
         assert im.size == (64, 64)
 
 
-def test_text_generation_is_not_supported_yet(tiny, tmp_path):
-    with pytest.raises(UsageError, match="not supported yet"):
-        train({"task_type": "text-generation", "base_model": str(tmp_path), "output_dir": str(tmp_path)})
+def test_text_generation_goes_to_the_text_trainer(tiny, tmp_path):
+    from lora_native.errors import ModelError
+    with pytest.raises(ModelError, match="not a Hugging Face model folder"):
+        train({"task_type": "text-generation", "base_model": str(tmp_path), "train_data_dir": str(tmp_path),
+               "output_dir": str(tmp_path / "out")})
 
 
 def test_config_errors_surface_before_training(tiny, tmp_path):

@@ -16,6 +16,7 @@ static const char *const SAVE_PRECISION[] = {"fp16", "bf16", "float", NULL};
 static const char *const RESUME[] = {"auto", "never", NULL};
 static const char *const DEVICE[] = {"auto", "cpu", "cuda", NULL};
 static const char *const CAPTIONER[] = {"blip", "wd14", "clip", NULL};
+static const char *const TXT_SPLIT[] = {"file", "paragraph", NULL};
 
 #define MIN_ LN_CFG_HAS_MIN
 #define GT_ (LN_CFG_HAS_MIN | LN_CFG_MIN_EXCLUSIVE)
@@ -23,7 +24,7 @@ static const char *const CAPTIONER[] = {"blip", "wd14", "clip", NULL};
 
 /* Order: the seed articles' keys first, then sd-scripts' in the order DESIGN.md lists them. */
 static const ln_cfg_key SCHEMA[] = {
-    {"train_data_dir", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_REQUIRED_FOR_IMAGES, LN_CFG_RULE_NONE},
+    {"train_data_dir", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_REQUIRED, LN_CFG_RULE_NONE},
     {"metadata_path", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"base_model", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_REQUIRED, LN_CFG_RULE_NONE},
     {"lora_rank", LN_CFG_INT, NULL, MIN_, 1, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
@@ -98,6 +99,15 @@ static const ln_cfg_key SCHEMA[] = {
     /* `lora-native caption --config`: which captioner and its local model folder (or file) */
     {"captioner", LN_CFG_ENUM, CAPTIONER, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
     {"caption_model", LN_CFG_PATH, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    /* task_type: text-generation (PEFT's names where PEFT / transformers users have one) */
+    {"lora_dropout", LN_CFG_FLOAT, NULL, RANGE_ | LN_CFG_MAX_EXCLUSIVE, 0, 1, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"lora_target_modules", LN_CFG_LIST, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"text_column", LN_CFG_STRING, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"txt_split", LN_CFG_ENUM, TXT_SPLIT, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"packing", LN_CFG_BOOL, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    /* a Jinja chat template, or the path of a file holding one */
+    {"chat_template", LN_CFG_STRING, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
+    {"merge_output", LN_CFG_BOOL, NULL, 0, 0, 0, LN_CFG_OPTIONAL, LN_CFG_RULE_NONE},
 };
 
 /* What users of sd-scripts and the seed articles' neighbours type instead of our names. */
@@ -116,6 +126,9 @@ static const struct {
     {"optimizer_type", "optimizer"},
     {"lr", "learning_rate"},
     {"sample_prompts_file", "sample_prompts"},
+    {"target_modules", "lora_target_modules"},
+    {"dataset_text_field", "text_column"},
+    {"max_length", "max_seq_length"},
 };
 
 const ln_cfg_key *ln_cfg_schema(size_t *count)

@@ -78,19 +78,20 @@ def set_rng_state(state):
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(output_dir, step, lora_file_name, write_lora, network, optimizer, scheduler, scaler,
                     training_state, keep_last=0):
-    """Write checkpoint-<step>; `write_lora(path)` writes the usable LoRA file into it.
+    """Write checkpoint-<step>; `write_lora(path)` writes the usable LoRA file into it (at
+    lora_file_name, or into the folder itself when that is None: a PEFT adapter's files).
     keep_last > 0 removes this run's (training_state["run_id"]) older checkpoints beyond that
     many; other runs' checkpoints are never touched. Returns the checkpoint folder."""
     final = os.path.join(output_dir, "checkpoint-%d" % step)
     tmp = tempfile.mkdtemp(prefix=".checkpoint-%d." % step, dir=output_dir)
     try:
-        write_lora(os.path.join(tmp, lora_file_name))
+        write_lora(os.path.join(tmp, lora_file_name) if lora_file_name else tmp)
         state_dir = os.path.join(tmp, "state")
         os.makedirs(state_dir)
         save_file(network.lora_state_dict(), os.path.join(state_dir, "lora_fp32.safetensors"))

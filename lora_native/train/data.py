@@ -399,7 +399,7 @@ def load_jobs(samples, indices, buckets):
 
 
 def load_batch(samples, indices, buckets, flip_aug=False, color_aug=False, rng=None, threads=None,
-               max_pixels=None):
+               max_pixels=None, augs=None):
     """Load samples[indices] -> (pixels, kept, warnings).
 
     pixels: float32 torch tensor [B, 3, H, W] in [-1, 1] (B = len(kept)); kept: the indices that
@@ -407,10 +407,11 @@ def load_batch(samples, indices, buckets, flip_aug=False, color_aug=False, rng=N
     longer decodes, or it changed since the scan). Decoding and Lanczos crop/resize run in C on
     native threads (GIL released). Flips and colour jitter come from draw_augmentations(rng, ...)
     for all requested images. When every image fails, pixels is an empty [0, 3, H, W] tensor and
-    the caller skips the batch."""
+    the caller skips the batch. `augs` (one per index) replaces the draws when the caller made them."""
     import torch
     indices = list(indices)
-    augs = draw_augmentations(rng, len(indices), flip_aug, color_aug)
+    if augs is None:
+        augs = draw_augmentations(rng, len(indices), flip_aug, color_aug)
     if not indices:
         return torch.zeros((0, 3, 0, 0)), [], []
     array, errors = _native.load_images(load_jobs(samples, indices, buckets), threads=threads,

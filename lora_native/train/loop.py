@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from .conditioning import count_truncated, crop_top_left, encode_text, time_ids
 from .lora import LoRANetwork
 from .model import load_base_model
 from .noise import NoiseSchedule, diffusion_loss, sample_noise
-from .optim import make_optimizer, make_scheduler
+from .optim import lr_lambda, make_optimizer, make_scheduler
+from .distributed import Processes
 from .validate import encode_latents, evaluation_loss
 
 
@@ -56,12 +58,16 @@ class TrainResult:
     checkpoints: list = field(default_factory=list)
     elapsed: float = 0.0
     warnings: list = field(default_factory=list)
-    # validation (None without it): the lowest validation loss, its step and its -best file (save_best),
-    # and the validation loss of the final weights
-    best_step: int = None
-    best_loss: float = None
-    best_path: str = None
-    last_loss: float = None
+    task_type: str = "text-to-image"
+    merged_path: Optional[str] = None  # text-generation with merge_output: the merged model folder
+    base_model: Optional[str] = None   # text-generation: the base model folder (for lora-native generate)
+    process_index: int = 0             # several processes: which one returned this (0 writes the files)
+    # validation (None without it): the lowest validation loss, its step and its -best file or folder
+    # (save_best), and the validation loss of the final weights
+    best_step: Optional[int] = None
+    best_loss: Optional[float] = None
+    best_path: Optional[str] = None
+    last_loss: Optional[float] = None
 
 
 class Callbacks:
@@ -171,8 +177,8 @@ def train(config, callbacks=None, **overrides):
     Returns a TrainResult; raises TrainingInterrupted after saving a checkpoint when stopped."""
     cfg = _as_config(config, overrides)
     if cfg.task_type == "text-generation":
-        raise UsageError("task_type: text-generation (LoRA for language models) is not supported yet; "
-                         "this version trains Stable Diffusion 1.5 and SDXL (task_type: text-to-image)")
+        from .text import TextTrainer
+        return TextTrainer(cfg, Callbacks(callbacks)).run()
     return _Trainer(cfg, Callbacks(callbacks)).run()
 
 
@@ -182,8 +188,17 @@ class _Trainer:
         self.cb = callbacks
         self.warnings = []
 
+    procs = None  # distributed.Processes, from setup()
+
+    @property
+    def main(self):
+        """Whether this process writes files and logs (always, with one process)."""
+        return self.procs is None or self.procs.main
+
     def warn(self, message):
         self.warnings.append(message)
+        if not self.main:
+            return
         self.cb.call("on_log", {"warning": message})
         if self.bar is not None:
             self.bar.write("warning: " + message)
@@ -197,6 +212,8 @@ class _Trainer:
     val_step = val_loss = best_step = best_loss = val_fingerprint = None
 
     def info(self, message):
+        if not self.main:
+            return
         self.cb.call("on_log", {"info": message})
         if self.bar is not None:
             self.bar.write(message)
@@ -207,7 +224,11 @@ class _Trainer:
     # ---- setup -----------------------------------------------------------------------
     def setup(self):
         cfg = self.cfg
-        self.device = _device(cfg)
+        device = _device(cfg)
+        self.procs = Processes(cuda=device.type == "cuda")
+        self.device = self.procs.device(device)
+        if not self.procs.main:
+            self.cb = Callbacks(None)  # hosts hear from the main process only
         self.weight_dtype = _weight_dtype(cfg, self.device)
         os.makedirs(cfg.output_dir, exist_ok=True)
         self.resume_path, resume_msg = resolve_resume(cfg)
@@ -218,8 +239,49 @@ class _Trainer:
                 "resume: never, but %s already holds checkpoints of an earlier run (%s); move them away or choose "
                 "another output_dir (they are not deleted for you)"
                 % (cfg.output_dir, os.path.basename(list_checkpoints(cfg.output_dir)[-1][1])))
+        self._setup_task()
+        net = self.network
+        # Dropout masks come from this generator, reseeded per step (never torch's global RNG).
+        self.dropout_generator = torch.Generator(device=self.device)
+        net.set_dropout_generator(self.dropout_generator)
+        self.native_kernels = ops.native_by_default(self.device) if cfg.native_kernels is None else cfg.native_kernels
+        if self.native_kernels and ops.backend(self.device) == "torch":
+            self.warn("native_kernels: this build has no native LoRA kernels for %s (%s); using torch's"
+                      % (self.device, ops.why_no_native(self.device)))
+            self.native_kernels = False
+        net.use_native_kernels(self.native_kernels)
+        self.optimizer = make_optimizer(cfg.optimizer, self._param_groups(), cfg.weight_decay,
+                                        native=self.native_kernels)
+
+        self.batches_per_epoch = len(self._epoch_batches(0))
+        if self.batches_per_epoch == 0:
+            raise TrainingError("the dataset gives no batch (%d usable %s)" % (len(self.samples), self.sample_noun))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
+                                        cfg.lr_scheduler_num_cycles)
+        self.scaler = torch.amp.GradScaler("cuda") if self.weight_dtype == torch.float16 else None
+
+        self.global_step, self.epoch, self.batch_index = 0, 0, 0
+        self.started_at = time.time()
+        self.run_id = uuid.uuid4().hex
+        self.saved_step = None
+        if self.resume_path:
+            self._resume()
+        self._after_setup()
+
+    # ---- what a task (diffusion here, text generation in text.py) provides ---------------
+    sample_noun = "images"           # what the samples are, for messages
+    data_noun = "images or captions"
+    lr_names = ("lr/unet", "lr/text_encoder")  # log names of the optimizer groups' learning rates
+    resume_must_match = RESUME_MUST_MATCH
+
+    def _setup_task(self):
+        """Model, data and the LoRA network (self.network, applied, on the device)."""
+        cfg = self.cfg
         if cfg.model_type == "llm":
-            raise UsageError("model_type: llm is for task_type: text-generation, which is not supported yet")
+            raise UsageError("model_type: llm needs task_type: text-generation")
         # Loaded straight in the weight dtype: a GPU fp16 run never holds an fp32 copy in RAM.
         base = load_base_model(cfg.base_model, model_type=cfg.model_type, tokenizer_path=cfg.tokenizer_path,
                                dtype=self.weight_dtype)
@@ -256,14 +318,11 @@ class _Trainer:
         targets = lora_targets(base, conv_dim=cfg.conv_lora, unet=True, text_encoder=cfg.train_text_encoder)
         torch.manual_seed(cfg.seed)  # kaiming init of lora_down
         net = LoRANetwork(targets, cfg.lora_rank, cfg.lora_alpha, cfg.conv_dim if cfg.conv_lora else None,
-                          cfg.conv_alpha if cfg.conv_lora else None, cfg.network_dropout)
+                          cfg.conv_alpha if cfg.conv_lora else None, cfg.network_dropout, cfg.lora_dropout)
         if cfg.network_weights:
             from safetensors.torch import load_file
             net.load_lora_state_dict(load_file(cfg.network_weights), source=cfg.network_weights)
         self.network = net
-        # Dropout masks come from this generator, reseeded per step (never torch's global RNG).
-        self.dropout_generator = torch.Generator(device=self.device)
-        net.set_dropout_generator(self.dropout_generator)
 
         # Frozen base in the weight dtype; LoRA weights fp32 on the device.
         for m in [base.unet, base.vae] + list(base.text_encoders):
@@ -277,12 +336,6 @@ class _Trainer:
         net.to(self.device, torch.float32)
         net.train()
         net.apply_to()
-        self.native_kernels = ops.native_by_default(self.device) if cfg.native_kernels is None else cfg.native_kernels
-        if self.native_kernels and ops.backend(self.device) == "torch":
-            self.warn("native_kernels: this build has no native LoRA kernels for %s (%s); using torch's"
-                      % (self.device, ops.why_no_native(self.device)))
-            self.native_kernels = False
-        net.use_native_kernels(self.native_kernels)
         if cfg.gradient_checkpointing:
             base.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
@@ -291,48 +344,111 @@ class _Trainer:
                     enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
                     enable()
                     te.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
-
-        groups = [{"params": net.parameters_of("unet"), "lr": cfg.unet_lr}]
-        te_params = net.parameters_of("te")
-        if te_params:
-            groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
-        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.weight_decay, native=self.native_kernels)
-
-        self.batches_per_epoch = len(train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed, 0))
-        if self.batches_per_epoch == 0:
-            raise TrainingError("the dataset gives no batch (%d usable images)" % len(self.samples))
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
-        self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
-        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
-                                        cfg.lr_scheduler_num_cycles)
-        self.scaler = torch.amp.GradScaler("cuda") if self.weight_dtype == torch.float16 else None
         self.schedule = NoiseSchedule(device=self.device)
 
-        self.global_step, self.epoch, self.batch_index = 0, 0, 0
-        self.started_at = time.time()
-        self.run_id = uuid.uuid4().hex
-        self.saved_step = None
-        if self.resume_path:
-            self._resume()
+    def _param_groups(self):
+        cfg = self.cfg
+        groups = [{"params": self.network.parameters_of("unet"), "lr": cfg.unet_lr}]
+        te_params = self.network.parameters_of("te")
+        if te_params:
+            groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
+        return groups
+
+    def _base_lrs(self):
+        """The config's learning rate of each optimizer group."""
+        return [self.cfg.unet_lr, self.cfg.text_encoder_lr][:len(self.optimizer.param_groups)]
+
+    _batch, _offset = None, 0  # the global batch being trained and where this process's part starts
+
+    def _shard(self, batch):
+        """This process's part of a global batch: the rank-th batch_size of it (all of it with one
+        process; nothing when the batch is short)."""
+        self._batch = batch
+        if self.procs.world == 1:
+            self._offset = 0
+            return batch
+        bs = self.cfg.batch_size
+        self._offset = min(self.procs.rank * bs, len(batch))
+        return batch[self._offset:self._offset + bs]
+
+    def _regroup(self, then):
+        """Resuming a checkpoint of `then` processes with another number: the same epoch, and the
+        position in it recomputed as the first global batch not yet wholly trained (the order of
+        the rest follows the new global batch size)."""
+        cfg = self.cfg
+        old, new = self._global_batch_size(then), self._global_batch_size()
+        self.warn("this checkpoint was written by %d process(es) and this run has %d: the effective batch changes "
+                  "from %d to %d (batch_size %d x processes x gradient_accumulation_steps %d)"
+                  % (then, self.procs.world, old * cfg.gradient_accumulation_steps,
+                     new * cfg.gradient_accumulation_steps, cfg.batch_size, cfg.gradient_accumulation_steps))
+        done = sum(len(b) for b in self._epoch_batches(self.epoch, then)[:self.batch_index])
+        batches, at, index = self._epoch_batches(self.epoch), 0, 0
+        while index < len(batches) and at + len(batches[index]) <= done:
+            at += len(batches[index])
+            index += 1
+        self.batch_index = index
+        if not cfg.max_train_steps:  # epochs: the remaining ones at the new number of steps per epoch
+            left = math.ceil((len(batches) - index) / cfg.gradient_accumulation_steps) + \
+                (cfg.epochs - self.epoch - 1) * self.steps_per_epoch
+            total = self.global_step + max(left, 0)
+            if total != self.total_steps:
+                self.total_steps = total
+                f = lr_lambda(cfg.lr_scheduler, cfg.lr_warmup_steps, total, cfg.lr_scheduler_num_cycles)
+                self.scheduler.lr_lambdas = [f] * len(self.optimizer.param_groups)
+                for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                    group["lr"] = lr * f(self.scheduler.last_epoch)
+                self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.info("resuming at epoch %d, batch %d of %d" % (self.epoch + 1, index, len(batches)))
+
+    def _global_batch_size(self, processes=None):
+        return self.cfg.batch_size * (processes or self.procs.world)
+
+    def _epoch_batches(self, epoch, processes=None):
+        """The global batches (lists of sample indices, batch_size x processes long) of one epoch,
+        from (seed, epoch) alone."""
+        return train_data.epoch_batches(self.samples, self.buckets, self._global_batch_size(processes),
+                                        self.cfg.seed, epoch)
+
+    def _after_setup(self):
+        """After the resume: work that needs the final state (latent caching)."""
+        cfg = self.cfg
         self.val_latents = None
         if self.val_samples:  # encoded once, while the VAE is on the device
-            self.val_latents, failed = encode_latents(base, self.val_samples, self.val_buckets, self.device,
+            self.val_latents, failed = encode_latents(self.base, self.val_samples, self.val_buckets, self.device,
                                                       cfg.batch_size)
             for w in failed:
                 self.warn(w)
             if not self.val_latents:
                 raise TrainingError("none of the %d validation images can be used" % len(self.val_samples))
         self.latents = None
-        if cfg.cache_latents:
-            self._cache_latents()
+        if self.cfg.cache_latents:
+            if self.cfg.cache_latents_to_disk:
+                with self.procs.main_first():  # the others then find the files written
+                    self._cache_latents()
+            else:
+                self._cache_latents()
+
+    def _start_info(self):
+        return {"total_steps": self.total_steps, "epochs": self.total_epochs, "images": len(self.samples),
+                "model": self.kind, "resume_step": self.global_step}
+
+    def _step_logs(self):
+        """Task-specific figures for the step just made (tokens/s for text)."""
+        return {}
+
+    def _final_path(self):
+        return os.path.join(self.cfg.output_dir, self.cfg.output_name + ".safetensors")
+
+    def _after_training(self, final_path):
+        """After the last checkpoint (merged outputs); returns extra TrainResult fields."""
+        return {}
 
     def _resume(self):
         cfg = self.cfg
         state = read_training_state(self.resume_path)  # checked before any tensor is loaded
         saved = state.get("config", {})
         now = cfg.to_dict()  # the same JSON form the checkpoint holds (lists, not tuples)
-        for key in RESUME_MUST_MATCH:
+        for key in self.resume_must_match:
             if key in saved and saved[key] != now.get(key):
                 raise TrainingError("cannot resume from %s: it was trained with %s = %r, the config now says %r "
                                     "(use resume: never to start over)" % (self.resume_path, key, saved[key],
@@ -345,12 +461,12 @@ class _Trainer:
                                 "never to start over)" % (self.resume_path, os.path.basename(saved["base_model"]),
                                                           os.path.basename(os.fspath(cfg.base_model))))
         if state.get("dataset") not in (None, self.dataset_fingerprint):
-            raise TrainingError("cannot resume from %s: the images or captions in %s changed since it was written "
+            raise TrainingError("cannot resume from %s: the %s in %s changed since it was written "
                                 "(use resume: never, or a new output_dir, to train on the new set)"
-                                % (self.resume_path, cfg.train_data_dir))
+                                % (self.resume_path, self.data_noun, cfg.train_data_dir))
         load_checkpoint(self.resume_path, self.network, self.optimizer, self.scheduler, self.scaler)
         # The learning rates are the config's: a resumed run may change them.
-        lrs = [cfg.unet_lr, cfg.text_encoder_lr][:len(self.optimizer.param_groups)]
+        lrs = self._base_lrs()
         if list(self.scheduler.base_lrs) != lrs:
             self.info("learning rates changed since the checkpoint: using %s" % ", ".join("%g" % x for x in lrs))
             self.scheduler.base_lrs = list(lrs)
@@ -364,13 +480,16 @@ class _Trainer:
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
         self.started_at = float(state.get("started_at", self.started_at))
+        then = int(state.get("num_processes", 1))
+        if then != self.procs.world:
+            self._regroup(then)
         v = state.get("validation") or {}
-        if v.get("images") == self.val_fingerprint:  # an earlier best is remembered, on the same images only
+        if v.get("images") == self.val_fingerprint:  # an earlier best is remembered, on the same samples only
             self.val_step, self.val_loss, self.best_step, self.best_loss = (v.get(k) for k in (
                 "step", "loss", "best_step", "best_loss"))
         elif v.get("best_step") is not None:
-            self.info("the validation images changed since %s: its best validation loss (step %d) is not compared "
-                      "with the new ones" % (self.resume_path, v["best_step"]))
+            self.info("the validation %s changed since %s: its best validation loss (step %d) is not compared "
+                      "with the new ones" % (self.sample_noun, self.resume_path, v["best_step"]))
 
     def _cache_latents(self):
         cfg = self.cfg
@@ -393,29 +512,28 @@ class _Trainer:
             self.base.vae.to("cpu")  # not needed on the GPU any more: its memory goes to the UNet
 
     # ---- one step ----------------------------------------------------------------------
-    def _batch_latents(self, indices, rng):
-        """(latents [B, 4, h, w] on the device, kept sample indices, flips) for one batch."""
+    def _batch_latents(self, indices, augs):
+        """(latents [K, 4, h, w] on the device, the rows of `indices` that loaded) for one batch."""
         cfg = self.cfg
         if self.latents is not None:
-            # The same draws load_batch makes, so cached and uncached runs flip the same images.
-            augs = train_data.draw_augmentations(rng, len(indices), cfg.flip_aug, False)
-            kept, lat = [], []
-            for i, a in zip(indices, augs):
+            rows, lat = [], []
+            for k, (i, a) in enumerate(zip(indices, augs)):
                 latent = self.latents.get(self.samples[i].file_hash, self.buckets[i], a.flip)
                 if latent is not None:  # None: the image failed while caching (warned then)
-                    kept.append(i)
+                    rows.append(k)
                     lat.append(latent)
-            if not kept:
-                return None, [], None
-            return torch.stack(lat).to(self.device), kept, None
+            if not rows:
+                return None, []
+            return torch.stack(lat).to(self.device), rows
         pixels, kept, warnings = train_data.load_batch(self.samples, indices, self.buckets, cfg.flip_aug,
-                                                       cfg.color_aug, rng)
+                                                       cfg.color_aug, augs=augs)
         for w in warnings:
             self.warn(w)
         if not kept:
-            return None, [], []
+            return None, []
+        ok = set(kept)  # a file fails for every copy of it in the batch
         with torch.no_grad():
-            return self._encode(pixels), kept, None
+            return self._encode(pixels), [k for k, i in enumerate(indices) if i in ok]
 
     def _encode(self, pixels):
         """Latents of [-1, 1] pixels: the posterior mean (deterministic, so cached and uncached
@@ -423,19 +541,32 @@ class _Trainer:
         return self.base.vae.encode(pixels.to(self.device, torch.float32)).latent_dist.mean * self.base.scaling_factor
 
     def _loss(self, indices, micro):
+        """(mean loss of this process's samples `indices`, how many of them loaded)."""
         cfg, base = self.cfg, self.base
+        if not indices:
+            return None, 0
+        # Every draw is made for the whole global batch, then this process keeps its rows: N
+        # processes see what one process with the global batch sees.
+        whole, off = (self._batch, self._offset) if self._batch is not None else (list(indices), 0)
         rng = train_data.batch_rng(cfg.seed, self.epoch, self.batch_index)
-        latents, kept, _ = self._batch_latents(indices, rng)
+        augs = train_data.draw_augmentations(rng, len(whole), cfg.flip_aug, cfg.color_aug and self.latents is None)
+        captions = [train_data.process_caption(self.samples[i].caption, cfg.trigger_word, cfg.shuffle_caption,
+                                               cfg.keep_tokens, cfg.caption_dropout_rate, rng) for i in whole]
+        latents, rows = self._batch_latents(indices, augs[off:off + len(indices)])
         if latents is None:
             return None, 0
-        captions = [train_data.process_caption(self.samples[i].caption, cfg.trigger_word, cfg.shuffle_caption,
-                                               cfg.keep_tokens, cfg.caption_dropout_rate, rng) for i in kept]
+        sel = [off + r for r in rows]
+        kept = [indices[r] for r in rows]
+        captions = [captions[j] for j in sel]
         # Per-step randomness from (seed, step, micro-batch): identical on resume.
         gen = _seeded(cfg.seed, 1, self.global_step, micro)
         self.dropout_generator.manual_seed(_seed_int(cfg.seed, 2, self.global_step, micro))
         latents = latents.float()
-        noise = sample_noise(latents.shape, gen, self.device, cfg.noise_offset)
-        t = torch.randint(0, self.schedule.steps, (latents.shape[0],), generator=gen).to(self.device)
+        noise = sample_noise((len(whole),) + tuple(latents.shape[1:]), gen, self.device, cfg.noise_offset)
+        t = torch.randint(0, self.schedule.steps, (len(whole),), generator=gen).to(self.device)
+        if len(sel) < len(whole):
+            pick = torch.tensor(sel, device=self.device)
+            noise, t = noise[pick], t[pick]
         noisy = self.schedule.add_noise(latents, noise, t)
         target = self.schedule.velocity(latents, noise, t) if self.v_prediction else noise
         autocast = torch.autocast(self.device.type, dtype=self.weight_dtype,
@@ -477,16 +608,29 @@ class _Trainer:
         save_lora(path, self.network.lora_state_dict(), dict(self._metadata(finished), **(extra or {})),
                   self.cfg.save_precision)
 
+    def _checkpoint_lora_name(self):
+        """The LoRA file's name inside checkpoint-<step>/ (None: the folder itself holds it)."""
+        return "%s-step%06d.safetensors" % (self.cfg.output_name, self.global_step)
+
+    def _write_checkpoint_lora(self, path, finished):
+        self._write_lora(path, finished)
+
     def _checkpoint(self, finished=False):
         cfg = self.cfg
         state = {"epoch": self.epoch, "batch_index": self.batch_index, "config": cfg.to_dict(),
                  "base_model_kind": self.kind, "started_at": self.started_at, "total_steps": self.total_steps,
                  "finished": finished, "run_id": self.run_id, "dataset": self.dataset_fingerprint,
                  "validation": {"images": self.val_fingerprint, "step": self.val_step, "loss": self.val_loss,
-                                "best_step": self.best_step, "best_loss": self.best_loss}}
-        path = save_checkpoint(cfg.output_dir, self.global_step, "%s-step%06d.safetensors" % (
-            cfg.output_name, self.global_step), lambda p: self._write_lora(p, finished), self.network,
-            self.optimizer, self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
+                                "best_step": self.best_step, "best_loss": self.best_loss},
+                 "num_processes": self.procs.world, "global_batch_size": self._global_batch_size()}
+        if not self.main:  # the main process writes it
+            path = os.path.join(cfg.output_dir, "checkpoint-%d" % self.global_step)
+            self.saved_step = self.global_step
+            self.checkpoints.append(path)
+            return path
+        path = save_checkpoint(cfg.output_dir, self.global_step, self._checkpoint_lora_name(),
+                               lambda p: self._write_checkpoint_lora(p, finished), self.network, self.optimizer,
+                               self.scheduler, self.scaler, state, cfg.save_last_n_checkpoints)
         self.saved_step = self.global_step
         self.checkpoints.append(path)
         self.cb.call("on_checkpoint", path, self.global_step)
@@ -499,50 +643,68 @@ class _Trainer:
         cfg = self.cfg
         self.checkpoints = []
         writer = None
-        if cfg.log_with == "tensorboard":
+        if cfg.log_with == "tensorboard" and self.main:
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(cfg.logging_dir)
-        self.cb.call("on_start", {"total_steps": self.total_steps, "epochs": self.total_epochs,
-                                  "images": len(self.samples), "model": self.kind, "resume_step": self.global_step})
-        self.bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step", disable=None,
-                        dynamic_ncols=True)
+        self.cb.call("on_start", self._start_info())
+        self.bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step",
+                        disable=None if self.main else True, dynamic_ncols=True)
         # Without a terminal (logs, CI, hosts' consoles) tqdm is silent: print a line now and then.
-        log_every = 0 if not self.bar.disable else max(1, self.total_steps // 20)
+        log_every = 0 if not self.bar.disable or not self.main else max(1, self.total_steps // 20)
         run_start, run_start_step = time.time(), self.global_step
         if self.global_step >= self.total_steps:
             self.info("training had already reached step %d of %d; writing the LoRA file again"
                       % (self.global_step, self.total_steps))
         last_loss, loss_avg, t_last = float("nan"), None, time.time()
+        world = self.procs.world
         last_good = self.resume_path
+        extra = {}
         try:
             with _StopFlag() as stop:
                 while self.global_step < self.total_steps:
-                    batches = train_data.epoch_batches(self.samples, self.buckets, cfg.batch_size, cfg.seed,
-                                                       self.epoch)
+                    batches = self._epoch_batches(self.epoch)
                     while self.batch_index < len(batches) and self.global_step < self.total_steps:
                         accum = min(cfg.gradient_accumulation_steps, len(batches) - self.batch_index)
                         total_loss, seen = 0.0, 0
                         for micro in range(accum):
-                            loss, n = self._loss(batches[self.batch_index], micro)
+                            loss, n = self._loss(self._shard(batches[self.batch_index]), micro)
                             self.batch_index += 1
                             if loss is None:
-                                continue
-                            if not torch.isfinite(loss):
+                                n = 0
+                            bad = loss is not None and not bool(torch.isfinite(loss))
+                            if world > 1:  # every process learns the batch's size and whether any loss broke
+                                n_all, bad_all = self.procs.sum(torch.tensor(
+                                    [float(n), float(bad)], device=self.procs._reduce_device())).tolist()
+                                bad = bad_all > 0
+                            else:
+                                n_all = n
+                            if bad:
                                 raise TrainingError(
                                     "the loss became %s at step %d (epoch %d): lower the learning rate, use bf16 "
-                                    "instead of fp16, or check the images; the last good checkpoint is %s"
-                                    % (loss.item(), self.global_step + 1, self.epoch + 1, last_good or "none"))
-                            scaled = loss / accum
-                            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                            total_loss += loss.item()
+                                    "instead of fp16, or check the %s; the last good checkpoint is %s"
+                                    % (loss.item() if loss is not None else "nan", self.global_step + 1,
+                                       self.epoch + 1, self.sample_noun, last_good or "none"))
+                            if n_all == 0:
+                                continue  # every sample of this micro-batch failed to load
                             seen += 1
+                            if loss is None:
+                                continue  # nothing of this micro-batch fell to this process
+                            # this process's share of the global batch's mean
+                            share = 1.0 if world == 1 else n * world / n_all
+                            scaled = loss / accum if share == 1.0 else loss * (share / accum)
+                            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                            total_loss += loss.item() if world == 1 else loss.item() * n / n_all
                         if seen == 0:
-                            continue  # every image of these batches failed to load
+                            continue  # every sample of these batches failed to load
+                        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                        if world > 1:  # the gradient of the global batch: the processes' mean
+                            (total_loss,) = self.procs.sum_gradients(params, [total_loss])
+                            for p in params:
+                                p.grad.div_(world)
                         if seen < accum:  # some micro-batches failed: average over those that ran
-                            for g in self.optimizer.param_groups:
-                                for p in g["params"]:
-                                    if p.grad is not None:
-                                        p.grad.mul_(accum / seen)
+                            for p in params:
+                                if p.grad is not None:
+                                    p.grad.mul_(accum / seen)
                         grad_norm = self._optimizer_step()
                         self.global_step += 1
                         last_loss = total_loss / seen
@@ -554,10 +716,10 @@ class _Trainer:
                         self.bar.set_postfix(loss="%.4f" % loss_avg, lr="%.2e" % lrs[0], epoch=self.epoch + 1,
                                              **({"val": "%.4f" % self.val_loss} if self.val_loss is not None else {}))
                         self.bar.update(1)
-                        logs = {"loss": last_loss, "loss_avg": loss_avg, "lr/unet": lrs[0], "it_per_s": its,
-                                "grad_norm": grad_norm, "epoch": self.epoch + 1}
-                        if len(lrs) > 1:
-                            logs["lr/text_encoder"] = lrs[1]
+                        logs = {"loss": last_loss, "loss_avg": loss_avg, "it_per_s": its, "grad_norm": grad_norm,
+                                "epoch": self.epoch + 1}
+                        logs.update(zip(self.lr_names, lrs))
+                        logs.update(self._step_logs())
                         if writer:
                             for k, v in logs.items():
                                 if v is not None:
@@ -571,7 +733,7 @@ class _Trainer:
                                 self.global_step, self.total_steps, loss_avg, lrs[0], rate, eta // 3600,
                                 eta % 3600 // 60, eta % 60,
                                 "  val %.4f" % self.val_loss if self.val_loss is not None else ""))
-                        if cfg.sample_prompts and cfg.sample_every_n_steps and \
+                        if cfg.sample_prompts and cfg.sample_every_n_steps and self.main and \
                                 self.global_step % cfg.sample_every_n_steps == 0:
                             self._sample(writer)
                         save = cfg.save_steps and self.global_step % cfg.save_steps == 0 \
@@ -579,7 +741,7 @@ class _Trainer:
                         self._maybe_validate(writer, checkpoint=save)
                         if save:
                             last_good = self._checkpoint()
-                        if stop.set or self.cb.should_stop():
+                        if self.procs.any(stop.set or self.cb.should_stop()):
                             path = self.checkpoints[-1] if self.saved_step == self.global_step else self._checkpoint()
                             raise TrainingInterrupted(
                                 "stopped at step %d; checkpoint saved to %s. Run the same command again to resume."
@@ -592,9 +754,12 @@ class _Trainer:
                             self._maybe_validate(writer, checkpoint=True)
                             last_good = self._checkpoint()
             self._maybe_validate(writer, final=True)
-            final_path = os.path.join(cfg.output_dir, cfg.output_name + ".safetensors")
-            self._write_lora(final_path, finished=True)
+            final_path = self._final_path()
+            if self.main:
+                self._write_lora(final_path, finished=True)
             self._checkpoint(finished=True)
+            extra = self._after_training(final_path)
+            self.procs.barrier()  # the files exist when every process returns
         finally:
             self.bar.close()
             self.bar = None
@@ -603,9 +768,10 @@ class _Trainer:
             self.network.remove()
         best = self._best_path() if cfg.save_best and self.best_step is not None else None
         result = TrainResult(final_path, self.global_step, self.epoch, last_loss, self.checkpoints,
-                             time.time() - self.started_at, self.warnings, self.best_step, self.best_loss,
-                             best if best and os.path.isfile(best) else None,
-                             self.val_loss if self.val_step == self.global_step else None)
+                             time.time() - self.started_at, self.warnings, best_step=self.best_step,
+                             best_loss=self.best_loss, best_path=best if best and os.path.exists(best) else None,
+                             last_loss=self.val_loss if self.val_step == self.global_step else None,
+                             process_index=self.procs.rank, **extra)
         self.cb.call("on_end", result)
         return result
 
@@ -679,7 +845,7 @@ class _Trainer:
         new_best = self.val_loss is not None and (self.best_loss is None or loss < self.best_loss)
         if new_best:
             self.best_step, self.best_loss = self.global_step, loss
-            if self.cfg.save_best:
+            if self.cfg.save_best and self.main:
                 self._save_best()
         if writer:
             writer.add_scalar("loss/validation", loss, self.global_step)

@@ -1,8 +1,13 @@
 """LoRA modules injected into a frozen model: y = W x + (alpha / r) * up(dropout(down(x))).
 
 Dropout follows sd-scripts' `network_dropout`: it drops rank features (the output of down), so
-the same value regularises the same way it does there. Its random mask comes from the network's
+the same value regularises the same way it does there. `input_dropout` is PEFT's `lora_dropout`:
+it drops the adapter's input features (before down). Their random masks come from the network's
 own generator, reseeded by the trainer every step, never from torch's global RNG.
+
+Besides nn.Linear and nn.Conv2d, transformers' Conv1D (GPT-2: weight stored [in, out], y = x W + b)
+is wrapped like a Linear: the adapter sees x and adds to y, so down/up have a Linear's shapes and
+only a merge into the weight has to transpose (PEFT's fan_in_fan_out).
 
 A LoRA module keeps its weights under kohya names (`<key>.lora_down.weight`,
 `<key>.lora_up.weight`, `<key>.alpha`), so its state dict is the file format. The wrapped
@@ -17,26 +22,40 @@ from .. import ops
 from ..errors import UsageError
 
 
+def is_conv1d(module):
+    """transformers.pytorch_utils.Conv1D (GPT-2's projections), recognised without importing it."""
+    w = getattr(module, "weight", None)
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and isinstance(w, torch.Tensor) \
+        and w.dim() == 2
+
+
 class LoRAModule(nn.Module):
     """One adapter. `kind`: linear, conv1x1 or conv3x3 (LoCon: down has the layer's kernel,
-    up is 1x1)."""
+    up is 1x1). `fan_in_fan_out`: the wrapped layer stores its weight [in, out] (Conv1D)."""
 
-    def __init__(self, key, org, rank, alpha, dropout=0.0):
+    def __init__(self, key, org, rank, alpha, dropout=0.0, input_dropout=0.0):
         super().__init__()
         self.key = key
         self.rank = int(rank)
         self.dropout = float(dropout)
-        if isinstance(org, nn.Linear):
+        self.input_dropout = float(input_dropout)
+        self.fan_in_fan_out = False
+        if isinstance(org, nn.Linear) or is_conv1d(org):
             self.kind = "linear"
-            self.lora_down = nn.Linear(org.in_features, self.rank, bias=False)
-            self.lora_up = nn.Linear(self.rank, org.out_features, bias=False)
+            if isinstance(org, nn.Linear):
+                n_in, n_out = org.in_features, org.out_features
+            else:
+                (n_in, n_out), self.fan_in_fan_out = org.weight.shape, True
+            self.lora_down = nn.Linear(n_in, self.rank, bias=False)
+            self.lora_up = nn.Linear(self.rank, n_out, bias=False)
         elif isinstance(org, nn.Conv2d):
             self.kind = "conv1x1" if tuple(org.kernel_size) == (1, 1) else "conv3x3"
             self.lora_down = nn.Conv2d(org.in_channels, self.rank, org.kernel_size, org.stride, org.padding,
                                        bias=False)
             self.lora_up = nn.Conv2d(self.rank, org.out_channels, 1, 1, bias=False)
         else:
-            raise TypeError("LoRA can wrap nn.Linear or nn.Conv2d, not %s (%s)" % (type(org).__name__, key))
+            raise TypeError("LoRA can wrap nn.Linear, nn.Conv2d or transformers' Conv1D, not %s (%s)"
+                            % (type(org).__name__, key))
         # kaiming-uniform down (a = sqrt(5), torch's Linear default) and zero up: the
         # adapter starts as the identity on the model's output.
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
@@ -67,6 +86,9 @@ class LoRAModule(nn.Module):
         y = self._org_forward(x)
         if self.multiplier == 0.0:
             return y
+        if self.input_dropout and self.training:
+            keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.input_dropout
+            x = x * keep.to(x.dtype) / (1.0 - self.input_dropout)
         if self.native and self.kind == "linear":
             mask = None
             if self.dropout and self.training:
@@ -91,7 +113,7 @@ class LoRAModule(nn.Module):
 class LoRANetwork(nn.Module):
     """All adapters of one model. `targets` come from lora_native.formats.keymap.lora_targets."""
 
-    def __init__(self, targets, rank, alpha, conv_rank=None, conv_alpha=None, dropout=0.0):
+    def __init__(self, targets, rank, alpha, conv_rank=None, conv_alpha=None, dropout=0.0, input_dropout=0.0):
         super().__init__()
         self.modules_by_key = {}
         layers = []
@@ -99,7 +121,7 @@ class LoRANetwork(nn.Module):
             conv3 = t.kind == "conv3x3"
             r = conv_rank if conv3 and conv_rank else rank
             a = conv_alpha if conv3 and conv_alpha else alpha
-            m = LoRAModule(t.key, t.module, r, a, dropout)
+            m = LoRAModule(t.key, t.module, r, a, dropout, input_dropout)
             m.component = t.component
             layers.append(m)
             self.modules_by_key[t.key] = m

@@ -95,7 +95,8 @@ class TrainingJob:
     def _on_start(self, info):
         with self._lock:
             self._s.update(total=info["total_steps"], step=info["resume_step"], resume_step=info["resume_step"],
-                           message="training on %d images" % info["images"]
+                           message=("training on %d images" % info["images"] if "images" in info
+                                    else "training on %d text samples" % info.get("samples", 0))
                            + (" (resumed at step %d)" % info["resume_step"] if info["resume_step"] else ""))
         self._t0, self._step0 = time.time(), info["resume_step"]
 
