@@ -27,7 +27,6 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -103,12 +102,12 @@ def load_causal_lm(path, dtype=torch.float32, tokenizer_path=None):
 
 def _check_packing():
     """Packed samples are kept apart by transformers' mask built from position_ids restarting at 0
-    (masking_utils.find_packed_sequence_indices); older versions would let them attend to each other."""
+    (masking_utils.find_packed_sequence_indices); older versions (before 4.54) would let them attend to each other."""
     try:
         from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
     except ImportError:
         import transformers
-        raise UsageError("packing: true needs transformers 4.56 or newer (this is %s), which keeps packed samples "
+        raise UsageError("packing: true needs transformers 4.54 or newer (this is %s), which keeps packed samples "
                          "from attending to each other; upgrade transformers or set packing: false"
                          % transformers.__version__) from None
 
