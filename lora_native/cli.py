@@ -389,7 +389,7 @@ def _cmd_generate(args):
 
 def _add_inspect(sub):
     p = sub.add_parser("inspect", help="describe a LoRA file (format, base model, rank/alpha, metadata)")
-    p.add_argument("file", help="a .safetensors LoRA (kohya, LoCon, ComfyUI, diffusers/PEFT)")
+    p.add_argument("file", help="a .safetensors LoRA (kohya, LoCon, ComfyUI, diffusers/PEFT) or a PEFT adapter folder")
     p.add_argument("--no-metadata", action="store_true", help="leave out the metadata listing")
     p.set_defaults(func=_cmd_inspect)
 
@@ -397,7 +397,7 @@ def _add_inspect(sub):
 def _cmd_inspect(args):
     from .errors import UsageError
     from .inspect import inspect_file
-    if not os.path.isfile(args.file):
+    if not os.path.exists(args.file):
         raise UsageError("no such file: %s" % args.file)
     try:
         print(inspect_file(args.file, show_metadata=not args.no_metadata))

@@ -345,6 +345,14 @@ def test_gpt2_conv1d_round_trip_and_merge(models, corpus, tmp_path):
         assert torch.allclose(merged(x).logits, via_peft, atol=1e-4)
     assert os.path.isfile(os.path.join(result.merged_path, "tokenizer.json"))
     assert json.load(open(os.path.join(result.merged_path, "config.json"))).get("use_cache", True) is True
+    # lora-native inspect describes the adapter folder (and its weights file) as a PEFT adapter
+    from lora_native.inspect import inspect_file
+    text = inspect_file(result.lora_path)
+    assert "format:      PEFT adapter (LORA, CAUSAL_LM)" in text and "(gpt2)" in text
+    assert "targets:     c_attn, c_fc, c_proj" in text and "modules:     8" in text
+    assert "layer 1                  4 modules  rank 4" in text and "lora_native.task_type: text-generation" in text
+    assert inspect_file(os.path.join(result.lora_path, "adapter_model.safetensors"), show_metadata=False) == \
+        text.split("\nmetadata:")[0]
 
 
 def test_resume_gives_the_same_adapter(models, corpus, tmp_path):
