@@ -267,6 +267,38 @@ def test_trainer_loss_is_transformers_loss(models, corpus, tmp_path, kind):
     t.network.remove()
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "mistral", "gemma", "gemma2"])
+def test_other_families_train_and_load_in_peft(corpus, tmp_path, kind):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from lora_native.config import Config
+    # room above the tokenizer's ids: AutoTokenizer may pick the family's own class, which adds tokens
+    base = make_text_model(str(tmp_path / kind), kind, tokenizer=make_tokenizer(), vocab_size=512)
+    t = TextTrainer(Config.from_dict(_cfg(base, corpus, tmp_path / "probe")), Callbacks())
+    t.setup()
+    t.model.eval()
+    ids, labels, pos = t._tensors(t.samples[:3])
+    with torch.no_grad():  # the loss without full logits equals transformers' (Gemma 2: with its soft cap)
+        ours, ref = float(t._lm_loss(ids, labels, pos)), float(t.model(input_ids=ids, position_ids=pos,
+                                                                       labels=labels, use_cache=False).loss)
+    assert t.fused_head and abs(ours - ref) < 1e-5, (ours, ref)
+    assert t.softcap == (5.0 if kind == "gemma2" else None)
+    t.network.remove()
+    x = torch.tensor([t.tokenizer("the early bird catches the worm")["input_ids"]])
+    result = train(_cfg(base, corpus, tmp_path / "out", max_train_steps=3))
+    conf = json.loads(open(os.path.join(result.lora_path, "adapter_config.json")).read())
+    assert conf["target_modules"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"])
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    with torch.no_grad():
+        plain = model(x).logits
+        peft = PeftModel.from_pretrained(model, result.lora_path).eval()
+        via_peft = peft(x).logits
+        ours, _ = _lora_model(base, result.checkpoints[-1])
+        assert torch.allclose(via_peft, ours(x).logits, atol=1e-5)
+        assert not torch.allclose(plain, via_peft, atol=1e-4)
+
+
 def _mean_token_loss(model, samples):
     total, count = 0.0, 0
     with torch.no_grad():

@@ -47,6 +47,17 @@ def make_tokenizer(extra_text=(), bos=True, chat_template=CHAT_TEMPLATE, vocab_s
     return fast
 
 
+# The other families users train (LLaMA-style blocks with their own twists): Qwen2's qkv biases,
+# Mistral's sliding window, Gemma's tied and scaled embeddings, Gemma 2's logit soft cap.
+FAMILIES = {
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": False}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"tie_word_embeddings": False, "sliding_window": 512}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 8}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 8, "final_logit_softcapping": 5.0,
+                                                     "attn_implementation": "eager"}),
+}
+
+
 def make_text_model(folder, kind="llama", seed=0, tokenizer=None, hidden=32, layers=2, vocab_size=None, init=0.2,
                     dtype=None):
     """A random tiny model + tokenizer in `folder` (save_pretrained); returns the folder."""
@@ -65,6 +76,13 @@ def make_text_model(folder, kind="llama", seed=0, tokenizer=None, hidden=32, lay
     elif kind == "gpt2":
         config = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=4, n_positions=1024, **ids)
         model = GPT2LMHeadModel(config)
+    elif kind in FAMILIES:
+        import transformers
+        config_cls, model_cls, extra = FAMILIES[kind]
+        config = getattr(transformers, config_cls)(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, **dict(ids, **extra))
+        model = getattr(transformers, model_cls)(config)
     else:
         raise ValueError(kind)
     if dtype is not None:
