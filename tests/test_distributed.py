@@ -71,8 +71,9 @@ def lm(tmp_path_factory):
 
 def test_two_processes_train_the_sd_lora_of_one_process_with_the_global_batch(sd, tmp_path):
     model, data = sd
+    # 8 images, 2 held out: each epoch is a global batch of 4 and one of 2 (the second process gets nothing)
     common = dict(max_train_steps=4, flip_aug=True, shuffle_caption=True, noise_offset=0.05, save_steps=2,
-                  log_with="tensorboard")
+                  log_with="tensorboard", validation_split=0.25, save_best=True)
     one = train(tiny_config(model, data, tmp_path / "one", batch_size=4, **common))
     cfg = _yaml(tmp_path / "two.yaml", tiny_config(model, data, tmp_path / "two", batch_size=2, **common))
     r = _run([sys.executable, "-m", "lora_native", "train", "--config", cfg, "--num-processes", "2"])
@@ -82,16 +83,21 @@ def test_two_processes_train_the_sd_lora_of_one_process_with_the_global_batch(sd
     assert _max_diff(_weights(one.checkpoints[-1]), _weights(two / "checkpoint-4")) < TOLERANCE
     state = json.loads((two / "checkpoint-4" / "state" / "training_state.json").read_text())
     assert (state["num_processes"], state["global_batch_size"], state["epoch"]) == (2, 4, 2)
+    # validation shared out between the processes: the same losses, the same best step
+    v1 = json.loads(open(os.path.join(one.checkpoints[-1], "state", "training_state.json")).read())["validation"]
+    v2 = state["validation"]
+    assert v1["best_step"] == v2["best_step"] and abs(v1["loss"] - v2["loss"]) < 1e-5 * abs(v1["loss"])
     # one process wrote: one TensorBoard file, no stray temporary folders
     assert len(os.listdir(two / "logs")) == 1
-    assert sorted(os.listdir(two)) == ["checkpoint-2", "checkpoint-4", "logs", "tiny.safetensors"]
+    assert sorted(os.listdir(two)) == ["checkpoint-2", "checkpoint-4", "logs", "tiny-best.safetensors",
+                                       "tiny.safetensors"]
 
 
 def test_two_processes_train_the_lm_lora_of_one_process_through_accelerate_launch(lm, tmp_path):
     model, corpus = lm
     common = dict(task_type="text-generation", base_model=str(model), train_data_dir=str(corpus), output_name="lm",
                   lora_rank=4, learning_rate=1e-2, max_train_steps=4, max_seq_length=64, seed=7,
-                  gradient_accumulation_steps=2)
+                  gradient_accumulation_steps=2, validation_split=0.25)
     one = train(dict(common, output_dir=str(tmp_path / "one"), batch_size=4))
     cfg = _yaml(tmp_path / "two.yaml", dict(common, output_dir=str(tmp_path / "two"), batch_size=2))
     # the command the README gives, as users run it
@@ -101,6 +107,8 @@ def test_two_processes_train_the_lm_lora_of_one_process_through_accelerate_launc
     assert (r.stdout + r.stderr).count("adapter: ") == 1
     assert _max_diff(_weights(one.checkpoints[-1]), _weights(tmp_path / "two" / "checkpoint-4")) < TOLERANCE
     assert os.path.isfile(tmp_path / "two" / "lm" / "adapter_model.safetensors")
+    v2 = json.loads((tmp_path / "two" / "checkpoint-4" / "state" / "training_state.json").read_text())["validation"]
+    assert abs(one.last_loss - v2["loss"]) < 1e-5 * one.last_loss
 
 
 def _port():

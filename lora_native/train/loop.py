@@ -414,11 +414,13 @@ class _Trainer:
         cfg = self.cfg
         self.val_latents = None
         if self.val_samples:  # encoded once, while the VAE is on the device
+            # with several processes, each encodes (and later evaluates) its share of the batches
             self.val_latents, failed = encode_latents(self.base, self.val_samples, self.val_buckets, self.device,
-                                                      cfg.batch_size)
+                                                      cfg.batch_size, part=self._val_part())
             for w in failed:
                 self.warn(w)
-            if not self.val_latents:
+            if not self.procs.sum(torch.tensor([float(len(self.val_latents))],
+                                               device=self.procs._reduce_device())).item():
                 raise TrainingError("none of the %d validation images can be used" % len(self.val_samples))
         self.latents = None
         if self.cfg.cache_latents:
@@ -820,11 +822,26 @@ class _Trainer:
         cfg = self.cfg
         self.network.eval()
         try:
-            return evaluation_loss(self.base, self.val_samples, self.val_buckets, seed=cfg.seed, device=self.device,
+            sums = evaluation_loss(self.base, self.val_samples, self.val_buckets, seed=cfg.seed, device=self.device,
                                    dtype=self.weight_dtype, clip_skip=cfg.clip_skip, v_prediction=self.v_prediction,
-                                   batch_size=cfg.batch_size, trigger_word=cfg.trigger_word, latents=self.val_latents)
+                                   batch_size=cfg.batch_size, trigger_word=cfg.trigger_word, latents=self.val_latents,
+                                   part=self._val_part(), sums=True)
         finally:
             self.network.train()
+        return self._mean_over_processes(*sums)
+
+    def _val_part(self):
+        """(this process, processes) when validation is shared out, else None."""
+        return (self.procs.rank, self.procs.world) if self.procs.world > 1 else None
+
+    def _mean_over_processes(self, total, count):
+        """total / count over every process's (sum, count) of validation losses."""
+        if self.procs.world > 1:
+            total, count = self.procs.sum(torch.tensor([total, float(count)], dtype=torch.float64,
+                                                       device=self.procs._reduce_device())).tolist()
+        if not count:
+            raise TrainingError("no validation sample could be evaluated")
+        return total / count
 
     def _best_path(self):
         return os.path.join(self.cfg.output_dir, self.cfg.output_name + "-best.safetensors")

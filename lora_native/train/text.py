@@ -554,7 +554,8 @@ class TextTrainer(_Trainer):
         total, count = 0.0, 0
         try:
             bs = max(1, self.cfg.batch_size)
-            for k in range(0, len(self.val_samples), bs):
+            starts = list(range(0, len(self.val_samples), bs))[self.procs.rank::self.procs.world]  # this process's
+            for k in starts:
                 ids, labels, pos = self._tensors(self.val_samples[k:k + bs])
                 n = int((labels[:, 1:] != text_data.IGNORE).sum())
                 with torch.autocast(self.device.type, dtype=self.weight_dtype,
@@ -564,7 +565,7 @@ class TextTrainer(_Trainer):
         finally:
             self.model.train(was)
             self.network.train()
-        return total / max(count, 1)
+        return self._mean_over_processes(total, count)
 
     # ---- saving ------------------------------------------------------------------------
     def _metadata(self, finished):

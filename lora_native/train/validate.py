@@ -25,8 +25,17 @@ def noise_seed(seed, file_hash, timestep):
                                        int(timestep)]).generate_state(1)[0])
 
 
-def _groups(buckets, batch_size):
-    """Batches of sample indices, one bucket size each, in a fixed order."""
+def _groups(buckets, batch_size, part=None):
+    """Batches of sample indices, one bucket size each, in a fixed order; part=(k, n): only the
+    k-th of every n batches (process k of n evaluates those)."""
+    chunks = _all_groups(buckets, batch_size)
+    if part is None:
+        return chunks
+    k, n = part
+    return [c for j, c in enumerate(chunks) if j % n == k]
+
+
+def _all_groups(buckets, batch_size):
     by_size = {}
     for i, b in enumerate(buckets):
         if b is not None:
@@ -38,12 +47,13 @@ def _groups(buckets, batch_size):
 
 
 @torch.no_grad()
-def encode_latents(base, samples, buckets, device="cpu", batch_size=4):
+def encode_latents(base, samples, buckets, device="cpu", batch_size=4, part=None):
     """{sample index: latent [4, h, w] on the CPU} of the samples that have a bucket and load (the
     VAE posterior mean times the model's scaling factor, no augmentation), and warnings for those
-    that failed. Encoded once, they serve every later evaluation without the VAE."""
+    that failed. Encoded once, they serve every later evaluation without the VAE. part: as for
+    evaluation_loss (the latents of this process's batches only)."""
     out, warnings = {}, []
-    for chunk in _groups(buckets, max(1, int(batch_size))):
+    for chunk in _groups(buckets, max(1, int(batch_size)), part):
         pixels, kept, w = train_data.load_batch(samples, chunk, buckets)
         warnings += w
         if not kept:
@@ -56,8 +66,12 @@ def encode_latents(base, samples, buckets, device="cpu", batch_size=4):
 
 @torch.no_grad()
 def evaluation_loss(base, samples, buckets, seed=0, timesteps=DEFAULT_TIMESTEPS, device="cpu", dtype=torch.float32,
-                    clip_skip=1, v_prediction=False, batch_size=4, trigger_word=None, latents=None):
+                    clip_skip=1, v_prediction=False, batch_size=4, trigger_word=None, latents=None, part=None,
+                    sums=False):
     """Mean loss over every (image, timestep) pair of the samples that have a bucket.
+
+    part=(k, n): evaluate only the k-th of every n batches, and with sums=True return (sum of
+    losses, number of (image, timestep) pairs) for the processes to add up.
 
     latents: {index: latent} from encode_latents (the VAE is not used then; samples missing from
     it are left out); without it the images are loaded and encoded here. dtype: the UNet's weight
@@ -66,7 +80,7 @@ def evaluation_loss(base, samples, buckets, seed=0, timesteps=DEFAULT_TIMESTEPS,
     schedule = NoiseSchedule(device=device)
     total, count = 0.0, 0
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    for chunk in _groups(buckets, max(1, int(batch_size))):
+    for chunk in _groups(buckets, max(1, int(batch_size)), part):
         if latents is None:
             pixels, kept, _ = train_data.load_batch(samples, chunk, buckets)
             if not kept:
@@ -95,6 +109,8 @@ def evaluation_loss(base, samples, buckets, seed=0, timesteps=DEFAULT_TIMESTEPS,
                 pred = base.unet(noisy.to(dtype), t, hidden.to(dtype), added_cond_kwargs=added).sample
             total += float(diffusion_loss(pred, target, t, schedule, 0.0, v_prediction)) * len(kept)
             count += len(kept)
+    if sums:
+        return total, count
     if count == 0:
         raise ValueError("no image could be evaluated")
     return total / count
