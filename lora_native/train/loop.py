@@ -392,7 +392,7 @@ class _Trainer:
                 (cfg.epochs - self.epoch - 1) * self.steps_per_epoch
             total = self.global_step + max(left, 0)
             if total != self.total_steps:
-                self.total_steps = total
+                self.total_steps, self.total_epochs = total, cfg.epochs
                 f = lr_lambda(cfg.lr_scheduler, cfg.lr_warmup_steps, total, cfg.lr_scheduler_num_cycles)
                 self.scheduler.lr_lambdas = [f] * len(self.optimizer.param_groups)
                 for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
