@@ -67,6 +67,12 @@ class Processes:
         from accelerate.utils import reduce
         return reduce(tensor, reduction="sum")
 
+    def add(self, values, dtype=torch.float32):
+        """The sums over all processes of a few numbers (the numbers themselves with one process)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        return self.sum(torch.tensor([float(v) for v in values], dtype=dtype, device=self._reduce_device())).tolist()
+
     def sum_gradients(self, params, extra=()):
         """Sum the gradients of `params` over the processes in one flat buffer (a parameter a
         process did not reach counts as zero); `extra` floats ride along. Returns the summed extras."""
@@ -86,9 +92,7 @@ class Processes:
 
     def any(self, flag):
         """True on every process when it is True on any."""
-        if self.world == 1:
-            return bool(flag)
-        return bool(self.sum(torch.tensor([1.0 if flag else 0.0], device=self._reduce_device())).item() > 0)
+        return self.add([1.0 if flag else 0.0])[0] > 0
 
     def _reduce_device(self):
         return torch.device("cuda", self.local_rank) if self._state is not None and \

@@ -395,10 +395,16 @@ class _Trainer:
                 self.total_steps, self.total_epochs = total, cfg.epochs
                 f = lr_lambda(cfg.lr_scheduler, cfg.lr_warmup_steps, total, cfg.lr_scheduler_num_cycles)
                 self.scheduler.lr_lambdas = [f] * len(self.optimizer.param_groups)
-                for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-                    group["lr"] = lr * f(self.scheduler.last_epoch)
-                self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+                self._set_lrs()
         self.info("resuming at epoch %d, batch %d of %d" % (self.epoch + 1, index, len(batches)))
+
+    def _set_lrs(self):
+        """Each group's learning rate from the scheduler's base rates and multipliers at its step
+        (after either changed on resume)."""
+        step = self.scheduler.last_epoch
+        for group, lr, f in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = lr * f(step)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def _global_batch_size(self, processes=None):
         return self.cfg.batch_size * (processes or self.procs.world)
@@ -419,8 +425,7 @@ class _Trainer:
                                                       cfg.batch_size, part=self._val_part())
             for w in failed:
                 self.warn(w)
-            if not self.procs.sum(torch.tensor([float(len(self.val_latents))],
-                                               device=self.procs._reduce_device())).item():
+            if not self.procs.add([len(self.val_latents)])[0]:
                 raise TrainingError("none of the %d validation images can be used" % len(self.val_samples))
         self.latents = None
         if self.cfg.cache_latents:
@@ -472,10 +477,9 @@ class _Trainer:
         if list(self.scheduler.base_lrs) != lrs:
             self.info("learning rates changed since the checkpoint: using %s" % ", ".join("%g" % x for x in lrs))
             self.scheduler.base_lrs = list(lrs)
-            for group, lr, factor in zip(self.optimizer.param_groups, lrs,
-                                         [f(self.scheduler.last_epoch) for f in self.scheduler.lr_lambdas]):
+            for group, lr in zip(self.optimizer.param_groups, lrs):
                 group["initial_lr"] = lr
-                group["lr"] = lr * factor
+            self._set_lrs()
         self.run_id = state.get("run_id", self.run_id)
         self.saved_step = int(state["step"])
         self.global_step = int(state["step"])
@@ -674,12 +678,9 @@ class _Trainer:
                             if loss is None:
                                 n = 0
                             bad = loss is not None and not bool(torch.isfinite(loss))
-                            if world > 1:  # every process learns the batch's size and whether any loss broke
-                                n_all, bad_all = self.procs.sum(torch.tensor(
-                                    [float(n), float(bad)], device=self.procs._reduce_device())).tolist()
-                                bad = bad_all > 0
-                            else:
-                                n_all = n
+                            # every process learns the batch's size and whether any loss broke
+                            n_all, bad_all = self.procs.add([n, bad]) if world > 1 else (n, bad)
+                            bad = bad_all > 0
                             if bad:
                                 raise TrainingError(
                                     "the loss became %s at step %d (epoch %d): lower the learning rate, use bf16 "
@@ -836,9 +837,7 @@ class _Trainer:
 
     def _mean_over_processes(self, total, count):
         """total / count over every process's (sum, count) of validation losses."""
-        if self.procs.world > 1:
-            total, count = self.procs.sum(torch.tensor([total, float(count)], dtype=torch.float64,
-                                                       device=self.procs._reduce_device())).tolist()
+        total, count = self.procs.add([total, count], torch.float64)
         if not count:
             raise TrainingError("no validation sample could be evaluated")
         return total / count

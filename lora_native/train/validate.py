@@ -28,22 +28,16 @@ def noise_seed(seed, file_hash, timestep):
 def _groups(buckets, batch_size, part=None):
     """Batches of sample indices, one bucket size each, in a fixed order; part=(k, n): only the
     k-th of every n batches (process k of n evaluates those)."""
-    chunks = _all_groups(buckets, batch_size)
-    if part is None:
-        return chunks
-    k, n = part
-    return [c for j, c in enumerate(chunks) if j % n == k]
-
-
-def _all_groups(buckets, batch_size):
+    k, n = part or (0, 1)
     by_size = {}
     for i, b in enumerate(buckets):
         if b is not None:
             by_size.setdefault(tuple(b[0]), []).append(i)
-    for size in sorted(by_size):
-        items = by_size[size]
-        for start in range(0, len(items), batch_size):
-            yield items[start:start + batch_size]
+    chunks = (items[start:start + batch_size] for size in sorted(by_size)
+              for items in [by_size[size]] for start in range(0, len(items), batch_size))
+    for j, chunk in enumerate(chunks):
+        if j % n == k:
+            yield chunk
 
 
 @torch.no_grad()
