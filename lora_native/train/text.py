@@ -407,6 +407,8 @@ class TextTrainer(_Trainer):
         if cfg.model_type not in ("auto", "llm"):
             raise UsageError("model_type: %s is a Stable Diffusion model; task_type text-generation needs auto or llm"
                              % cfg.model_type)
+        if cfg.packing:
+            _check_packing()  # before the model and the data are loaded
         model, tok = load_causal_lm(cfg.base_model, self.weight_dtype, cfg.tokenizer_path)
         template = _read_template(cfg.chat_template)
         if template:
@@ -424,8 +426,6 @@ class TextTrainer(_Trainer):
         self.dataset = ds
         train, self.val_samples = self._split_validation()
         ds.samples = train
-        if cfg.packing:
-            _check_packing()
         text_data.finish(ds, cfg.max_seq_length, cfg.packing)
         self.samples = ds.samples
         self.dataset_fingerprint = ds.fingerprint
@@ -526,21 +526,16 @@ class TextTrainer(_Trainer):
     def _split_validation(self):
         """(train, validation) samples, before packing: validation_data_dir's samples when the config
         has one, else a validation_split fraction drawn from the seed alone, else (all, []).
-        _setup_task calls it before packing; later calls return the same split."""
-        if getattr(self, "_split", None) is not None:
-            return self._split
+        _setup_task calls it before packing."""
         cfg = self.cfg
         samples = self.dataset.samples
-        folder = cfg.validation_data_dir
-        if folder:
-            vds = text_data.load_text_dataset(folder, self.tokenizer, cfg.max_seq_length, cfg.text_column,
-                                              cfg.txt_split)
+        if cfg.validation_data_dir:
+            vds = text_data.load_text_dataset(cfg.validation_data_dir, self.tokenizer, cfg.max_seq_length,
+                                              cfg.text_column, cfg.txt_split)
             for w in text_data.summarize(vds, cfg.max_seq_length):
                 self.warn("validation: " + w)
-            self._split = (list(samples), vds.samples)
-        else:
-            self._split = text_data.split_validation(samples, cfg.validation_split or 0.0, cfg.seed)
-        return self._split
+            return list(samples), vds.samples
+        return text_data.split_validation(samples, cfg.validation_split or 0.0, cfg.seed)
 
     @torch.no_grad()
     def _validation_loss(self):

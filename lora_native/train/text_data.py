@@ -171,6 +171,15 @@ def read_records(path, text_column="text", txt_split="file"):
     files, ignored = list_files(path)
     root = path if os.path.isdir(path) else os.path.dirname(path)
     records, bad = [], []
+
+    def add(name, n, obj):
+        try:
+            kind, payload = _record(obj, text_column)
+        except _Bad as e:
+            bad.append("%s:%d: %s" % (name, n, e))
+            return
+        records.append(("%s:%d" % (name, n), kind, payload))
+
     for f in files:
         name = _display(f, root)
         ext = os.path.splitext(f)[1].lower()
@@ -192,12 +201,7 @@ def read_records(path, text_column="text", txt_split="file"):
                     where = " at column %d" % e.colno if getattr(e, "colno", None) else ""
                     bad.append("%s:%d: invalid JSON (%s%s)" % (name, n, getattr(e, "msg", e), where))
                     continue
-                try:
-                    kind, payload = _record(obj, text_column)
-                except _Bad as e:
-                    bad.append("%s:%d: %s" % (name, n, e))
-                    continue
-                records.append(("%s:%d" % (name, n), kind, payload))
+                add(name, n, obj)
         elif ext == ".txt":
             if txt_split == "paragraph":
                 start, lines = None, []
@@ -230,15 +234,9 @@ def read_records(path, text_column="text", txt_split="file"):
                     continue
                 obj = dict(zip(cols, row))
                 if "prompt" in cols and answer:
-                    obj = {"prompt": obj["prompt"], answer: obj[answer]}
+                    add(name, n, {"prompt": obj["prompt"], answer: obj[answer]})
                 else:
-                    obj = {text_column: obj[text_column]}
-                try:
-                    kind, payload = _record(obj, text_column)
-                except _Bad as e:
-                    bad.append("%s:%d: %s" % (name, n, e))
-                    continue
-                records.append(("%s:%d" % (name, n), kind, payload))
+                    add(name, n, {text_column: obj[text_column]})
     return records, bad, files, ignored
 
 
